@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+)
+
+// User is an account as other users see it.
+type User struct {
+	ID          int64
+	Username    string
+	DisplayName string
+}
+
+// userJSON is API.md's user object; Online is set only where the caller may
+// know presence (their friends).
+type userJSON struct {
+	Username    string `json:"username"`
+	DisplayName string `json:"display_name"`
+	Online      *bool  `json:"online,omitempty"`
+}
+
+func (u User) json() userJSON { return userJSON{Username: u.Username, DisplayName: u.DisplayName} }
+
+func (u User) jsonWithPresence(online bool) userJSON {
+	j := u.json()
+	j.Online = &online
+	return j
+}
+
+// account is a user with what only login needs.
+type account struct {
+	User
+	PasswordHash string
+	Disabled     bool
+}
+
+// CreateUser stores a new account with its (empty) queue cursor. The UNIQUE
+// constraint, not a prior look-up, decides a race between two sign-ups.
+func (s *Store) CreateUser(ctx context.Context, username, displayName, passwordHash string) (User, error) {
+	u := User{Username: username, DisplayName: displayName}
+	err := s.do(ctx, func(tx *writeTx) error {
+		err := tx.queryRow(`INSERT INTO users (username, display_name, display_fold, password_hash, created_at)
+			VALUES (?, ?, ?, ?, ?) RETURNING id`,
+			username, displayName, strings.ToLower(displayName), passwordHash, unixMilli(tx.now)).Scan(&u.ID)
+		if isUniqueViolation(err) {
+			return errUsernameTaken
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.exec(`INSERT INTO cursors (user_id) VALUES (?)`, u.ID)
+		return err
+	})
+	return u, err
+}
+
+// AccountByName returns the account for login, or errNoSuchUser.
+func (s *Store) AccountByName(ctx context.Context, username string) (account, error) {
+	var a account
+	err := s.read.QueryRowContext(ctx, `SELECT id, username, display_name, password_hash, disabled
+		FROM users WHERE username = ?`, username).
+		Scan(&a.ID, &a.Username, &a.DisplayName, &a.PasswordHash, &a.Disabled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, errNoSuchUser
+	}
+	return a, err
+}
+
+// UserByID returns a user, or errNoSuchUser.
+func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
+	u := User{ID: id}
+	err := s.read.QueryRowContext(ctx, `SELECT username, display_name FROM users WHERE id = ?`, id).
+		Scan(&u.Username, &u.DisplayName)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, errNoSuchUser
+	}
+	return u, err
+}
+
+// userByName looks a user up inside a write transaction.
+func (tx *writeTx) userByName(username string) (User, error) {
+	u := User{Username: username}
+	err := tx.queryRow(`SELECT id, display_name FROM users WHERE username = ?`, username).Scan(&u.ID, &u.DisplayName)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, errNoSuchUser
+	}
+	return u, err
+}
+
+// SearchUsers lists users whose username or display name starts with prefix
+// (case-insensitively), excluding the caller, ordered by username.
+func (s *Store) SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]User, error) {
+	fold := strings.ToLower(prefix)
+	// A prefix is a range of the index: [p, p + U+10FFFF).
+	upper := fold + "\U0010FFFF"
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT id, username, display_name FROM users
+		WHERE id <> ?1 AND ((username >= ?2 AND username < ?3) OR (display_fold >= ?2 AND display_fold < ?3))
+		ORDER BY username LIMIT ?4`, callerID, fold, upper, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	users := []User{}
+	for rows.Next() {
+		var u User
+		if err := rows.Scan(&u.ID, &u.Username, &u.DisplayName); err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	return users, rows.Err()
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+//go:embed static
+var staticFiles embed.FS
+
+// App is the whole server: the store and the in-memory parts around it.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *Store
+	sessions *sessions
+	presence *presence
+	notifier *notifier
+	limits   *limits
+	metrics  *metrics
+	hasher   *hasher
+	static   fs.FS
+	handler  http.Handler
+
+	// shuttingDown is closed when the server starts to stop: open polls
+	// answer at once and new ones do not wait.
+	shuttingDown chan struct{}
+	shutdownOnce sync.Once
+	stopJanitor  chan struct{}
+	janitorDone  chan struct{}
+}
+
+// newApp opens the database and wires the server; Close undoes it.
+func newApp(cfg Config, log *slog.Logger) (*App, error) {
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = defaultMaxQueue
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = defaultMaxFileSize
+	}
+	store, err := OpenStore(cfg.DBPath, cfg.MaxQueue, log)
+	if err != nil {
+		return nil, err
+	}
+	static, err := fs.Sub(staticFiles, "static")
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	a := &App{
+		cfg:          cfg,
+		log:          log,
+		store:        store,
+		sessions:     newSessions(store),
+		presence:     newPresence(store, offlineGrace),
+		notifier:     newNotifier(),
+		limits:       newLimits(cfg.RateLimitExempt),
+		metrics:      newMetrics(),
+		hasher:       newHasher(),
+		static:       static,
+		shuttingDown: make(chan struct{}),
+		stopJanitor:  make(chan struct{}),
+		janitorDone:  make(chan struct{}),
+	}
+	store.onCommit = a.notifier.notify
+	store.isOnline = a.presence.IsOnline
+	a.handler = a.routes()
+	go a.janitor()
+	return a, nil
+}
+
+// Handler is the HTTP interface of API.md plus the page.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// BeginShutdown makes every open poll answer now and new ones answer at once.
+func (a *App) BeginShutdown() {
+	a.shutdownOnce.Do(func() { close(a.shuttingDown) })
+}
+
+// Close answers open polls, commits what is pending and closes the database.
+// Call it after the HTTP server has stopped handling requests.
+func (a *App) Close() error {
+	a.BeginShutdown()
+	select {
+	case <-a.stopJanitor:
+	default:
+		close(a.stopJanitor)
+	}
+	<-a.janitorDone
+	return a.store.Close()
+}
+
+// janitor forgets idle rate-limit keys and deletes expired sessions. It runs
+// housekeeping only; nothing waits on it.
+func (a *App) janitor() {
+	defer close(a.janitorDone)
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	sessions := time.NewTicker(time.Hour)
+	defer sessions.Stop()
+	for {
+		select {
+		case <-a.stopJanitor:
+			return
+		case now := <-prune.C:
+			a.limits.prune(now)
+		case <-sessions.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := a.sessions.PruneExpired(ctx); err != nil {
+				a.log.Warn("pruning expired sessions failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}

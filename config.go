@@ -1,0 +1,134 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Defaults of API.md's Operations section.
+const (
+	defaultAddr        = ":8000"
+	defaultDB          = "./webim.db"
+	defaultMaxFileSize = 10 << 20
+	defaultMaxQueue    = 100_000
+)
+
+// Config is everything the server is told at start.
+type Config struct {
+	Addr            string
+	DBPath          string
+	MaxFileSize     int64
+	MaxQueue        int
+	RateLimitExempt []netip.Prefix
+	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
+	TrustedProxies []netip.Prefix
+	LogLevel       string
+	ShowVersion    bool
+}
+
+// parseConfig reads flags, each falling back to its WEBIM_* variable, then to
+// its default.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("webim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var c Config
+	var maxFile, maxQueue, exempt, proxies string
+	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
+	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file (WEBIM_DB)")
+	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
+	fs.StringVar(&maxQueue, "max-queue", env("WEBIM_MAX_QUEUE", strconv.Itoa(defaultMaxQueue)), "most uncleaned messages a queue holds (WEBIM_MAX_QUEUE)")
+	fs.StringVar(&exempt, "rate-limit-exempt", env("WEBIM_RATE_LIMIT_EXEMPT", ""), "comma-separated CIDRs exempt from rate limits (WEBIM_RATE_LIMIT_EXEMPT)")
+	fs.StringVar(&proxies, "trust-proxy", env("WEBIM_TRUST_PROXY", ""), "comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are trusted (WEBIM_TRUST_PROXY)")
+	fs.StringVar(&c.LogLevel, "log-level", env("WEBIM_LOG_LEVEL", "info"), "debug, info, warn or error (WEBIM_LOG_LEVEL)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if c.MaxFileSize, err = parseSize(maxFile); err != nil || c.MaxFileSize <= 0 {
+		return c, fmt.Errorf("-max-file-size %q: want a positive byte count such as 1048576 or 10MiB", maxFile)
+	}
+	if n, err := strconv.Atoi(strings.ReplaceAll(maxQueue, "_", "")); err != nil || n <= 0 {
+		return c, fmt.Errorf("-max-queue %q: want a positive whole number", maxQueue)
+	} else {
+		c.MaxQueue = n
+	}
+	if c.RateLimitExempt, err = parsePrefixes(exempt); err != nil {
+		return c, fmt.Errorf("-rate-limit-exempt: %w", err)
+	}
+	if c.TrustedProxies, err = parsePrefixes(proxies); err != nil {
+		return c, fmt.Errorf("-trust-proxy: %w", err)
+	}
+	return c, nil
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30},
+	{"B", 1},
+}
+
+// parseSize reads a byte count: plain ("1048576") or with a unit suffix
+// ("10MiB", "512KB", "1G"; K/M/G alone are binary).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suffix)) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 || n > (1<<62)/mult {
+		return 0, errors.New("size out of range")
+	}
+	return n * mult, nil
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs; a bare address counts
+// as a single-address prefix.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or address", f)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

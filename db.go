@@ -1,0 +1,465 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed schema.sql
+var schemaV1 string
+
+// migrations[i] takes a database from user_version i+1 to i+2. schema.sql is
+// version 1 and is never edited once released; changes are appended here.
+var migrations = []string{}
+
+// schemaVersion is the user_version this binary writes and understands.
+func schemaVersion() int { return 1 + len(migrations) }
+
+// Store is the one SQLite file: accounts, relations, sessions and every user's
+// queue. All writes go through one connection owned by the writer goroutine,
+// which commits many pending operations in one transaction (group commit: one
+// fsync for all of them); reads use a separate pool that never blocks it.
+type Store struct {
+	path     string
+	filesDir string
+	write    *sql.DB // exactly one connection, used only by the writer goroutine
+	read     *sql.DB
+	log      *slog.Logger
+	maxQueue int
+
+	// now is the clock; tests may replace it before use.
+	now func() time.Time
+
+	mu      sync.Mutex
+	pending []*writeOp
+	closed  bool
+	wake    chan struct{} // capacity 1: "pending is not empty"
+	stopped chan struct{} // closed when the writer goroutine has exited
+
+	// onCommit is told which users' queues a commit added events to.
+	onCommit func(users []int64)
+	// isOnline says whether a user is online, so notices (which are dropped
+	// for offline users anyway) are only written for those who can get them.
+	// The writer calls it, so it must never wait on the writer.
+	isOnline func(user int64) bool
+	// writeFault, when set (tests only), fails every write transaction at
+	// commit, as a full or read-only disk would.
+	writeFault atomic.Pointer[error]
+}
+
+const maxOpsPerTx = 1000
+
+func dsn(path string, readOnly bool) string {
+	// busy_timeout must come first so the pragmas after it wait for locks too.
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(FULL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	}
+	q.Add("_time_format", "sqlite")
+	return "file:" + path + "?" + q.Encode()
+}
+
+// OpenStore opens (creating if needed) the database at path, migrates it to
+// this binary's schema version and starts the writer.
+func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("empty database path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	write, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+
+	s := &Store{
+		path:     path,
+		filesDir: path + ".files",
+		write:    write,
+		log:      log,
+		maxQueue: maxQueue,
+		now:      time.Now,
+		wake:     make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
+		onCommit: func([]int64) {},
+		isOnline: func(int64) bool { return false },
+	}
+	if err := s.setup(); err != nil {
+		write.Close()
+		return nil, err
+	}
+	read, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		write.Close()
+		return nil, err
+	}
+	read.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	read.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	s.read = read
+	if err := os.MkdirAll(s.filesDir, 0o750); err != nil {
+		s.write.Close()
+		s.read.Close()
+		return nil, err
+	}
+	if err := s.removeOrphanFiles(); err != nil {
+		log.Warn("could not sweep orphan files", "err", err)
+	}
+	go s.runWriter()
+	return s, nil
+}
+
+// setup turns on WAL (and checks it took: it cannot on some filesystems) and
+// brings the schema up to date, refusing a database from a newer binary.
+func (s *Store) setup() error {
+	ctx := context.Background()
+	var mode string
+	if err := s.write.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("open %s: %w", s.path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("open %s: journal_mode is %q, want wal", s.path, mode)
+	}
+	var version int
+	if err := s.write.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > schemaVersion() {
+		return fmt.Errorf("database %s has schema version %d; this binary knows up to %d: use a newer webim", s.path, version, schemaVersion())
+	}
+	steps := append([]string{schemaV1}, migrations...)
+	for v := version; v < len(steps); v++ {
+		if err := s.migrateStep(ctx, steps[v], v+1); err != nil {
+			return fmt.Errorf("migrate %s to version %d: %w", s.path, v+1, err)
+		}
+		s.log.Info("database migrated", "path", s.path, "version", v+1)
+	}
+	return nil
+}
+
+func (s *Store) migrateStep(ctx context.Context, script string, to int) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, script); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", to)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Close stops the writer after it has committed everything pending,
+// checkpoints the WAL into the main file and closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.signalWriter()
+	<-s.stopped
+	if _, err := s.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		s.log.Warn("wal checkpoint failed", "err", err)
+	}
+	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+// Ping reports whether the database answers a read.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+// --- the writer -----------------------------------------------------------
+
+// writeOp is one unit of work for the writer: fn runs inside the batch's
+// transaction, within a savepoint of its own, so a failing op (a client
+// error such as queue_full) undoes only itself.
+type writeOp struct {
+	fn   func(tx *writeTx) error
+	err  error
+	done chan struct{} // nil for fire-and-forget ops
+}
+
+// writeTx is what an op sees: the transaction plus the effects to apply
+// once (and only if) the batch commits.
+type writeTx struct {
+	s     *Store
+	conn  *sql.Conn
+	ctx   context.Context
+	now   time.Time
+	stmts map[string]*sql.Stmt
+
+	woken    []int64  // users whose queues got events
+	after    []func() // effects of committed ops
+	opWoken  int      // len(woken) when the current op began
+	opAfter  int
+	fileGone []string // storage names to unlink after commit
+}
+
+// do runs fn in the next group commit and waits until it is durable.
+func (s *Store) do(ctx context.Context, fn func(tx *writeTx) error) error {
+	op := &writeOp{fn: fn, done: make(chan struct{})}
+	if !s.submit(op) {
+		return errShuttingDown
+	}
+	// The op runs even if the client goes away: it may already be committed,
+	// and its answer (201 or an error) must reflect what was stored.
+	<-op.done
+	return op.err
+}
+
+// goDo queues fn without waiting; errors are logged.
+func (s *Store) goDo(fn func(tx *writeTx) error) {
+	s.submit(&writeOp{fn: fn})
+}
+
+func (s *Store) submit(op *writeOp) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.pending = append(s.pending, op)
+	s.mu.Unlock()
+	s.signalWriter()
+	return true
+}
+
+func (s *Store) signalWriter() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) runWriter() {
+	defer close(s.stopped)
+	ctx := context.Background()
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		s.log.Error("writer could not get its connection", "err", err)
+		s.failAllPending(err)
+		return
+	}
+	defer conn.Close()
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	var batch []*writeOp
+	for {
+		s.mu.Lock()
+		for len(s.pending) == 0 && !s.closed {
+			s.mu.Unlock()
+			<-s.wake
+			s.mu.Lock()
+		}
+		if len(s.pending) == 0 && s.closed {
+			s.mu.Unlock()
+			return
+		}
+		n := min(len(s.pending), maxOpsPerTx)
+		batch = append(batch[:0], s.pending[:n]...)
+		s.pending = append(s.pending[:0:0], s.pending[n:]...)
+		s.mu.Unlock()
+
+		s.runBatch(ctx, conn, stmts, batch)
+		clear(batch)
+	}
+}
+
+func (s *Store) failAllPending(err error) {
+	s.mu.Lock()
+	ops := s.pending
+	s.pending = nil
+	s.closed = true
+	s.mu.Unlock()
+	for _, op := range ops {
+		op.err = err
+		if op.done != nil {
+			close(op.done)
+		}
+	}
+}
+
+// runBatch commits batch in one transaction and then tells every op its fate.
+func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, batch []*writeOp) {
+	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts}
+	commitErr := func() error {
+		if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+			return err
+		}
+		for _, op := range batch {
+			op.err = tx.runOp(op.fn)
+		}
+		if fault := s.writeFault.Load(); fault != nil {
+			return *fault
+		}
+		_, err := conn.ExecContext(ctx, "COMMIT")
+		return err
+	}()
+	if commitErr != nil {
+		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction") {
+			s.log.Error("rollback failed", "err", err)
+		}
+		s.log.Error("write transaction failed", "ops", len(batch), "err", commitErr)
+		for _, op := range batch {
+			if op.err == nil || !isClientError(op.err) {
+				op.err = storageError(commitErr)
+			}
+		}
+	} else {
+		for _, f := range tx.after {
+			f()
+		}
+		if len(tx.woken) > 0 {
+			s.onCommit(dedupe(tx.woken))
+		}
+		for _, name := range tx.fileGone {
+			s.removeStoredFile(name)
+		}
+	}
+	for _, op := range batch {
+		if op.err != nil && op.done == nil && !isClientError(op.err) {
+			s.log.Error("background write failed", "err", op.err)
+		}
+		if op.done != nil {
+			close(op.done)
+		}
+	}
+}
+
+func isClientError(err error) bool {
+	_, ok := asAPIError(err)
+	return ok
+}
+
+// storageError maps a failed commit to what a client should see: the disk
+// being full or read-only is the server's trouble, answered with 503.
+func storageError(err error) error {
+	return fmt.Errorf("%w: %w", errStorage, err)
+}
+
+func (tx *writeTx) runOp(fn func(tx *writeTx) error) error {
+	tx.opWoken, tx.opAfter = len(tx.woken), len(tx.after)
+	gone := len(tx.fileGone)
+	if _, err := tx.conn.ExecContext(tx.ctx, "SAVEPOINT op"); err != nil {
+		return err
+	}
+	err := fn(tx)
+	if err != nil {
+		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
+			err = errors.Join(err, rbErr)
+		}
+		tx.woken, tx.after, tx.fileGone = tx.woken[:tx.opWoken], tx.after[:tx.opAfter], tx.fileGone[:gone]
+	}
+	if _, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op"); relErr != nil && err == nil {
+		err = relErr
+	}
+	return err
+}
+
+// wakeUser marks user's queue as changed by this op.
+func (tx *writeTx) wakeUser(id int64) { tx.woken = append(tx.woken, id) }
+
+// onCommit runs f after the batch commits, if this op's changes stand.
+func (tx *writeTx) onCommit(f func()) { tx.after = append(tx.after, f) }
+
+func (tx *writeTx) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := tx.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := tx.conn.PrepareContext(tx.ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	tx.stmts[query] = st
+	return st, nil
+}
+
+func (tx *writeTx) exec(query string, args ...any) (sql.Result, error) {
+	st, err := tx.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(tx.ctx, args...)
+}
+
+func (tx *writeTx) queryRow(query string, args ...any) *sql.Row {
+	st, err := tx.stmt(query)
+	if err != nil {
+		// A Row carrying the error: QueryRow on a closed stmt reports it at Scan.
+		return tx.conn.QueryRowContext(tx.ctx, query, args...)
+	}
+	return st.QueryRowContext(tx.ctx, args...)
+}
+
+func (tx *writeTx) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := tx.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(tx.ctx, args...)
+}
+
+func dedupe(ids []int64) []int64 {
+	seen := make(map[int64]struct{}, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// isUniqueViolation reports whether err is a UNIQUE constraint failure, which
+// lets the database decide races such as two sign-ups for one name.
+func isUniqueViolation(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+func unixMilli(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMilli(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// apiTime formats t as API.md's times: RFC 3339, UTC, milliseconds.
+func apiTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -1,0 +1,150 @@
+// Command webim is a self-hosted web chat server in one binary: accounts,
+// friends, per-user persistent message queues in one SQLite file, and
+// long-polling, with the page embedded.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// shutdownGrace bounds a graceful stop, within API.md's 10 seconds.
+const shutdownGrace = 8 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
+		if !errors.Is(err, errHelpShown) {
+			fmt.Fprintln(os.Stderr, "webim:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+var errHelpShown = errors.New("help shown")
+
+func exitCode(err error) int {
+	if errors.Is(err, errHelpShown) {
+		return 0
+	}
+	return 1
+}
+
+// versionString names the version and the commit it was built from.
+func versionString() string {
+	v := "webim " + version
+	if info, ok := debug.ReadBuildInfo(); ok {
+		var rev, modified string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = "+dirty"
+				}
+			}
+		}
+		if rev != "" {
+			v += " (" + rev + modified + ")"
+		}
+		v += " " + info.GoVersion
+	}
+	return v
+}
+
+// run is the whole program apart from process concerns, so tests can start
+// it on ":0" with a temp database and stop it by cancelling ctx. ready, if
+// not nil, receives the listening address.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelpShown
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.ShowVersion {
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	app, err := newApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		app.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           app.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Whole-request limits sized for a 10 MiB upload or download on a
+		// slow link, and above the 60 s poll cap.
+		ReadTimeout:    2 * time.Minute,
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(app.BeginShutdown)
+	log.Info("webim listening", "addr", ln.Addr().String(), "db", cfg.DBPath, "version", version)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		app.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	app.BeginShutdown()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests still running at shutdown deadline", "err", err)
+		srv.Close()
+	}
+	if err := app.Close(); err != nil {
+		return fmt.Errorf("closing the database: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// durationBuckets are the upper bounds (seconds) of the request histogram;
+// the long tail covers long-polls, which are meant to last up to 60 s.
+var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// metrics are the counters /metrics exposes in Prometheus' text format.
+type metrics struct {
+	messagesSent      atomic.Int64
+	messagesDelivered atomic.Int64
+	openPolls         atomic.Int64
+
+	mu     sync.Mutex
+	routes map[string]*histogram
+}
+
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative
+	count  uint64
+	sum    float64
+}
+
+func newMetrics() *metrics { return &metrics{routes: map[string]*histogram{}} }
+
+// register makes route's histogram appear (at zero) before its first request.
+func (m *metrics) register(route string) {
+	m.mu.Lock()
+	if m.routes[route] == nil {
+		m.routes[route] = &histogram{counts: make([]uint64, len(durationBuckets)+1)}
+	}
+	m.mu.Unlock()
+}
+
+// observe records one request's duration under its route pattern.
+func (m *metrics) observe(route string, d time.Duration) {
+	sec := d.Seconds()
+	i := sort.SearchFloat64s(durationBuckets, sec)
+	m.mu.Lock()
+	h := m.routes[route]
+	if h == nil {
+		h = &histogram{counts: make([]uint64, len(durationBuckets)+1)}
+		m.routes[route] = h
+	}
+	h.counts[i]++
+	h.count++
+	h.sum += sec
+	m.mu.Unlock()
+}
+
+// gauges are the values read at scrape time.
+type gauges struct {
+	onlineUsers    int
+	queuedMessages int64
+	waitingUsers   int
+}
+
+func (m *metrics) write(w io.Writer, g gauges) {
+	fmt.Fprintf(w, "# HELP webim_online_users Users online now.\n# TYPE webim_online_users gauge\nwebim_online_users %d\n", g.onlineUsers)
+	fmt.Fprintf(w, "# HELP webim_open_polls Long-polls open now.\n# TYPE webim_open_polls gauge\nwebim_open_polls %d\n", m.openPolls.Load())
+	fmt.Fprintf(w, "# HELP webim_messages_sent_total Messages stored (201).\n# TYPE webim_messages_sent_total counter\nwebim_messages_sent_total %d\n", m.messagesSent.Load())
+	fmt.Fprintf(w, "# HELP webim_messages_delivered_total Message events returned by polls.\n# TYPE webim_messages_delivered_total counter\nwebim_messages_delivered_total %d\n", m.messagesDelivered.Load())
+	fmt.Fprintf(w, "# HELP webim_queued_messages Uncleaned messages in all queues.\n# TYPE webim_queued_messages gauge\nwebim_queued_messages %d\n", g.queuedMessages)
+	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	routes := make([]string, 0, len(m.routes))
+	for r := range m.routes {
+		routes = append(routes, r)
+	}
+	sort.Strings(routes)
+	fmt.Fprint(w, "# HELP webim_http_request_duration_seconds Time to answer HTTP requests, by route.\n# TYPE webim_http_request_duration_seconds histogram\n")
+	for _, r := range routes {
+		h := m.routes[r]
+		label := strconv.Quote(r)
+		var cum uint64
+		for i, le := range durationBuckets {
+			cum += h.counts[i]
+			fmt.Fprintf(w, "webim_http_request_duration_seconds_bucket{route=%s,le=\"%g\"} %d\n", label, le, cum)
+		}
+		fmt.Fprintf(w, "webim_http_request_duration_seconds_bucket{route=%s,le=\"+Inf\"} %d\n", label, h.count)
+		fmt.Fprintf(w, "webim_http_request_duration_seconds_sum{route=%s} %g\n", label, h.sum)
+		fmt.Fprintf(w, "webim_http_request_duration_seconds_count{route=%s} %d\n", label, h.count)
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import "sync"
+
+// notifier wakes long-poll waiters when their user's queue changes. Each
+// waiting user has one channel; notify closes it (waking every waiter at
+// once, inside their select) and the next wait makes a fresh one. A waiter
+// takes the channel before reading the queue, so a commit between the read
+// and the wait still wakes it.
+type notifier struct {
+	mu      sync.Mutex
+	waiters map[int64]*waitPoint
+}
+
+type waitPoint struct {
+	ch   chan struct{}
+	refs int
+}
+
+func newNotifier() *notifier { return &notifier{waiters: map[int64]*waitPoint{}} }
+
+// wait returns a channel closed at the user's next notify, and a release to
+// call when the caller stops waiting, so idle users hold no entry.
+func (n *notifier) wait(user int64) (<-chan struct{}, func()) {
+	n.mu.Lock()
+	wp := n.waiters[user]
+	if wp == nil {
+		wp = &waitPoint{ch: make(chan struct{})}
+		n.waiters[user] = wp
+	}
+	wp.refs++
+	n.mu.Unlock()
+	return wp.ch, func() {
+		n.mu.Lock()
+		wp.refs--
+		if wp.refs == 0 && n.waiters[user] == wp {
+			delete(n.waiters, user)
+		}
+		n.mu.Unlock()
+	}
+}
+
+// notify wakes everyone waiting on any of users.
+func (n *notifier) notify(users []int64) {
+	n.mu.Lock()
+	for _, u := range users {
+		if wp := n.waiters[u]; wp != nil {
+			close(wp.ch)
+			delete(n.waiters, u)
+		}
+	}
+	n.mu.Unlock()
+}
+
+// waiting counts users with a waiter, for tests and metrics.
+func (n *notifier) waiting() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.waiters)
+}

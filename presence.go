@@ -1,0 +1,166 @@
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// offlineGrace is how long a user stays online with no poll open.
+const offlineGrace = 90 * time.Second
+
+// presence tracks who is online: from login until logout, or until no poll of
+// theirs has been open for offlineGrace. Each change queues presence notices
+// for the user's online friends. It never waits on the writer while holding
+// its lock (goDo only queues), so the writer may ask isOnline at any time.
+type presence struct {
+	store *Store
+	grace time.Duration
+
+	mu    sync.Mutex
+	users map[int64]*presenceState
+}
+
+type presenceState struct {
+	user   User
+	online bool
+	polls  int
+	// idle fires offlineGrace after the last poll ended (or after login).
+	idle *time.Timer
+}
+
+func newPresence(store *Store, grace time.Duration) *presence {
+	return &presence{store: store, grace: grace, users: map[int64]*presenceState{}}
+}
+
+func (p *presence) stateLocked(u User) *presenceState {
+	st := p.users[u.ID]
+	if st == nil {
+		st = &presenceState{user: u}
+		p.users[u.ID] = st
+	}
+	return st
+}
+
+// IsOnline reports whether user is online.
+func (p *presence) IsOnline(user int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.users[user]
+	return st != nil && st.online
+}
+
+// Online counts online users.
+func (p *presence) Online() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, st := range p.users {
+		if st.online {
+			n++
+		}
+	}
+	return n
+}
+
+// LoggedIn marks u online (a replacing login changes nothing: no flap) and
+// starts the grace period that a first poll will cancel.
+func (p *presence) LoggedIn(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(u)
+	p.setOnlineLocked(st, true)
+	if st.polls == 0 {
+		p.armLocked(st)
+	}
+}
+
+// LoggedOut marks u offline at once.
+func (p *presence) LoggedOut(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(u)
+	p.setOnlineLocked(st, false)
+	p.forgetIfIdleLocked(st)
+}
+
+// PollStarted counts an open poll; a poll of a valid session (say, after a
+// server restart) makes its user online again.
+func (p *presence) PollStarted(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(u)
+	st.polls++
+	if st.idle != nil {
+		st.idle.Stop()
+		st.idle = nil
+	}
+	p.setOnlineLocked(st, true)
+}
+
+// PollEnded counts a poll gone; with none left the grace period starts.
+func (p *presence) PollEnded(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stateLocked(u)
+	st.polls--
+	if st.polls == 0 {
+		if st.online {
+			p.armLocked(st)
+		} else {
+			p.forgetIfIdleLocked(st)
+		}
+	}
+}
+
+func (p *presence) armLocked(st *presenceState) {
+	if st.idle != nil {
+		st.idle.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(p.grace, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if st.idle != t || st.polls > 0 {
+			return // superseded by a newer timer or a poll
+		}
+		st.idle = nil
+		p.setOnlineLocked(st, false)
+		p.forgetIfIdleLocked(st)
+	})
+	st.idle = t
+}
+
+func (p *presence) forgetIfIdleLocked(st *presenceState) {
+	if !st.online && st.polls == 0 {
+		if st.idle != nil {
+			st.idle.Stop()
+			st.idle = nil
+		}
+		delete(p.users, st.user.ID)
+	}
+}
+
+// setOnlineLocked records a change and queues its notices: presence for each
+// online friend, and, going offline, the drop of the user's own notices.
+func (p *presence) setOnlineLocked(st *presenceState, online bool) {
+	if st.online == online {
+		return
+	}
+	st.online = online
+	u := st.user
+	p.store.goDo(func(tx *writeTx) error {
+		friends, err := tx.friendIDs(u.ID)
+		if err != nil {
+			return err
+		}
+		for _, f := range friends {
+			if err := tx.notify(f, kindPresence, u.jsonWithPresence(online)); err != nil {
+				return err
+			}
+		}
+		if !online {
+			return tx.dropNotices(u.ID)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strconv"
+)
+
+// Event kinds as stored in queue.kind. Only messages are durable; the rest
+// are notices, dropped when the user goes offline or logs in anew.
+const (
+	kindMessage        = 1
+	kindPresence       = 2
+	kindFriendRequest  = 3
+	kindFriendAccepted = 4
+	kindFriendRemoved  = 5
+)
+
+var kindNames = map[int]string{
+	kindMessage:        "message",
+	kindPresence:       "presence",
+	kindFriendRequest:  "friend_request",
+	kindFriendAccepted: "friend_accepted",
+	kindFriendRemoved:  "friend_removed",
+}
+
+// maxPollBatch is the most events one poll answer carries.
+const maxPollBatch = 100
+
+// Message is API.md's message object.
+type Message struct {
+	ID     int64     `json:"id"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Body   string    `json:"body"`
+	SentAt string    `json:"sent_at"`
+	File   *FileInfo `json:"file,omitempty"`
+}
+
+// FileInfo is the file part of a file message.
+type FileInfo struct {
+	ID          int64  `json:"id"`
+	Name        string `json:"name"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	URL         string `json:"url"`
+}
+
+func fileURL(id int64) string { return "/api/files/" + strconv.FormatInt(id, 10) }
+
+// Event is one entry of a user's queue as a poll returns it.
+type Event struct {
+	Seq     int64           `json:"seq"`
+	Type    string          `json:"type"`
+	At      string          `json:"at"`
+	Message *Message        `json:"message,omitempty"`
+	User    json.RawMessage `json:"user,omitempty"`
+}
+
+// noticePayload is what a notice stores: the user it is about.
+type noticePayload struct {
+	User userJSON `json:"user"`
+}
+
+// newFile is an uploaded file already written (and fsync'd) to the files
+// folder, waiting for its message to commit.
+type newFile struct {
+	StorageName string
+	Name        string
+	Size        int64
+	ContentType string
+}
+
+// SendMessage stores body from sender to the user named to, in the
+// recipient's queue and in the sender's own, and returns once that is durable.
+// created is false when clientMsgID repeats an earlier send, which is then
+// returned instead and nothing is stored.
+func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMsgID string, file *newFile) (msg Message, created bool, err error) {
+	err = s.do(ctx, func(tx *writeTx) error {
+		if clientMsgID != "" {
+			prior, found, err := tx.messageByClientID(sender.ID, clientMsgID)
+			if err != nil || found {
+				msg = prior
+				return err
+			}
+		}
+		recipient, err := tx.userByName(to)
+		if err != nil {
+			return err
+		}
+		if recipient.ID == sender.ID {
+			return errMessageSelf
+		}
+		if err := tx.checkMayMessage(sender.ID, recipient.ID); err != nil {
+			return err
+		}
+		recipientSeq, err := tx.nextSeq(recipient.ID, true)
+		if err != nil {
+			return err
+		}
+		senderSeq, err := tx.nextSeq(sender.ID, false)
+		if err != nil {
+			return err
+		}
+		var fileID sql.NullInt64
+		if file != nil {
+			err := tx.queryRow(`INSERT INTO files (storage_name, name, size, content_type, created_at)
+				VALUES (?, ?, ?, ?, ?) RETURNING id`,
+				file.StorageName, file.Name, file.Size, file.ContentType, unixMilli(tx.now)).Scan(&fileID)
+			if err != nil {
+				return err
+			}
+		}
+		var cid sql.NullString
+		if clientMsgID != "" {
+			cid = sql.NullString{String: clientMsgID, Valid: true}
+		}
+		sentAt := unixMilli(tx.now)
+		if err := tx.queryRow(`INSERT INTO messages
+			(sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2) RETURNING id`,
+			sender.ID, recipient.ID, sender.Username, recipient.Username, body, sentAt, cid, fileID).Scan(&msg.ID); err != nil {
+			return err
+		}
+		for _, q := range [2]struct{ user, seq int64 }{{recipient.ID, recipientSeq}, {sender.ID, senderSeq}} {
+			if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?)`,
+				q.user, q.seq, kindMessage, msg.ID, sentAt); err != nil {
+				return err
+			}
+			tx.wakeUser(q.user)
+		}
+		msg.From, msg.To, msg.Body, msg.SentAt = sender.Username, recipient.Username, body, apiTime(fromMilli(sentAt))
+		if file != nil {
+			msg.File = &FileInfo{ID: fileID.Int64, Name: file.Name, Size: file.Size, ContentType: file.ContentType, URL: fileURL(fileID.Int64)}
+		}
+		created = true
+		return nil
+	})
+	return msg, created, err
+}
+
+// nextSeq hands out the next seq of user's queue. For a message into a queue
+// that counts against the cap (capped), it fails with errQueueFull when the
+// queue already holds maxQueue uncleaned messages; the op's savepoint then
+// undoes the increment.
+func (tx *writeTx) nextSeq(user int64, capped bool) (int64, error) {
+	var seq, queued int64
+	err := tx.queryRow(`UPDATE cursors SET last_seq = last_seq + 1, queued = queued + 1
+		WHERE user_id = ? RETURNING last_seq, queued`, user).Scan(&seq, &queued)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, errNoSuchUser
+	}
+	if err != nil {
+		return 0, err
+	}
+	if capped && queued > int64(tx.s.maxQueue) {
+		return 0, errQueueFull
+	}
+	return seq, nil
+}
+
+func (tx *writeTx) messageByClientID(sender int64, clientMsgID string) (Message, bool, error) {
+	rows, err := tx.query(messageSelect+` WHERE m.sender_id = ? AND m.client_msg_id = ?`, sender, clientMsgID)
+	if err != nil {
+		return Message{}, false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return Message{}, false, rows.Err()
+	}
+	m, err := scanMessage(rows)
+	return m, err == nil, err
+}
+
+const messageSelect = `SELECT m.id, m.from_name, m.to_name, m.body, m.sent_at,
+	f.id, f.name, f.size, f.content_type
+	FROM messages m LEFT JOIN files f ON f.id = m.file_id`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanMessage(row scanner) (Message, error) {
+	var m Message
+	var sentAt int64
+	var fid, fsize sql.NullInt64
+	var fname, ftype sql.NullString
+	if err := row.Scan(&m.ID, &m.From, &m.To, &m.Body, &sentAt, &fid, &fname, &fsize, &ftype); err != nil {
+		return m, err
+	}
+	m.SentAt = apiTime(fromMilli(sentAt))
+	if fid.Valid {
+		m.File = &FileInfo{ID: fid.Int64, Name: fname.String, Size: fsize.Int64, ContentType: ftype.String, URL: fileURL(fid.Int64)}
+	}
+	return m, nil
+}
+
+// addNotice appends a transient event about who to user's queue.
+func (tx *writeTx) addNotice(user int64, kind int, who userJSON) error {
+	payload, err := json.Marshal(noticePayload{User: who})
+	if err != nil {
+		return err
+	}
+	var seq int64
+	if err := tx.queryRow(`UPDATE cursors SET last_seq = last_seq + 1 WHERE user_id = ? RETURNING last_seq`, user).Scan(&seq); err != nil {
+		return err
+	}
+	if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, payload, at) VALUES (?, ?, ?, ?, ?)`,
+		user, seq, kind, string(payload), unixMilli(tx.now)); err != nil {
+		return err
+	}
+	tx.wakeUser(user)
+	return nil
+}
+
+// dropNotices removes user's transient events, which API.md lets go once the
+// user is offline or has logged in anew.
+func (tx *writeTx) dropNotices(user int64) error {
+	_, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND kind <> ?`, user, kindMessage)
+	return err
+}
+
+// EventsAfter returns up to limit events of user's queue with seq > cursor,
+// oldest first.
+func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) ([]Event, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT q.seq, q.kind, q.at, q.payload,
+		m.id, m.from_name, m.to_name, m.body, m.sent_at, f.id, f.name, f.size, f.content_type
+		FROM queue q
+		LEFT JOIN messages m ON m.id = q.message_id
+		LEFT JOIN files f ON f.id = m.file_id
+		WHERE q.user_id = ? AND q.seq > ? AND q.acked = 0
+		ORDER BY q.seq LIMIT ?`, user, cursor, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	events := []Event{}
+	for rows.Next() {
+		var e Event
+		var kind int
+		var at int64
+		var payload sql.NullString
+		var mid, sentAt, fid, fsize sql.NullInt64
+		var from, to, body, fname, ftype sql.NullString
+		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &fid, &fname, &fsize, &ftype); err != nil {
+			return nil, err
+		}
+		e.Type = kindNames[kind]
+		e.At = apiTime(fromMilli(at))
+		if kind == kindMessage {
+			if !mid.Valid {
+				continue // cannot happen: refs keep the message while a queue row holds it
+			}
+			m := &Message{ID: mid.Int64, From: from.String, To: to.String, Body: body.String, SentAt: apiTime(fromMilli(sentAt.Int64))}
+			if fid.Valid {
+				m.File = &FileInfo{ID: fid.Int64, Name: fname.String, Size: fsize.Int64, ContentType: ftype.String, URL: fileURL(fid.Int64)}
+			}
+			e.Message = m
+		} else if payload.Valid {
+			var p struct {
+				User json.RawMessage `json:"user"`
+			}
+			if err := json.Unmarshal([]byte(payload.String), &p); err != nil {
+				return nil, err
+			}
+			e.User = p.User
+		}
+		events = append(events, e)
+	}
+	return events, rows.Err()
+}
+
+// Clean acknowledges every event of user's queue with seq <= upto and deletes
+// it for good, with any message (and file) no other queue still holds. It
+// returns how many message events went.
+func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err error) {
+	err = s.do(ctx, func(tx *writeTx) error {
+		if _, err := tx.exec(`UPDATE queue SET acked = 1 WHERE user_id = ? AND seq <= ? AND acked = 0`, user, upto); err != nil {
+			return err
+		}
+		const ackedMessages = `SELECT message_id FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1 AND kind = 1`
+		if err := tx.queryRow(`SELECT count(*) FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1 AND kind = 1`, user, upto).Scan(&removed); err != nil {
+			return err
+		}
+		if removed > 0 {
+			if _, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+ackedMessages+`)`, user, upto); err != nil {
+				return err
+			}
+			rows, err := tx.query(`SELECT f.id, f.storage_name FROM messages m JOIN files f ON f.id = m.file_id
+				WHERE m.refs <= 0 AND m.id IN (`+ackedMessages+`)`, user, upto)
+			if err != nil {
+				return err
+			}
+			var fileIDs []int64
+			for rows.Next() {
+				var id int64
+				var name string
+				if err := rows.Scan(&id, &name); err != nil {
+					rows.Close()
+					return err
+				}
+				fileIDs = append(fileIDs, id)
+				tx.fileGone = append(tx.fileGone, name)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if _, err := tx.exec(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+ackedMessages+`)`, user, upto); err != nil {
+				return err
+			}
+			for _, id := range fileIDs {
+				if _, err := tx.exec(`DELETE FROM files WHERE id = ?`, id); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ? AND acked = 1`, user, upto); err != nil {
+			return err
+		}
+		_, err := tx.exec(`UPDATE cursors SET queued = queued - ?, acked_seq = max(acked_seq, min(?, last_seq)) WHERE user_id = ?`,
+			removed, upto, user)
+		return err
+	})
+	return removed, err
+}
+
+// QueuedMessages counts uncleaned message rows over all queues.
+func (s *Store) QueuedMessages(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	err := s.read.QueryRowContext(ctx, `SELECT sum(queued) FROM cursors`).Scan(&n)
+	return n.Int64, err
+}
+
+// LastSeq is the highest seq handed out in user's queue.
+func (s *Store) LastSeq(ctx context.Context, user int64) (int64, error) {
+	var seq int64
+	err := s.read.QueryRowContext(ctx, `SELECT last_seq FROM cursors WHERE user_id = ?`, user).Scan(&seq)
+	return seq, err
+}
