@@ -14,6 +14,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -57,15 +58,24 @@ func findChromium() string {
 	return ""
 }
 
-// pollCounter counts the /api/poll requests made with each session cookie,
-// so a test can see that a page stopped polling.
-type pollCounter struct {
+// tap sits in front of the server: it counts the /api/poll requests of each
+// session cookie (so a test sees that a page stopped polling), records the
+// client_msg_id of each send, and can play a broken network.
+type tap struct {
 	mu    sync.Mutex
 	count map[string]int
+	cids  []string // client_msg_id of every POST /api/messages, in order
+
+	down     atomic.Bool  // every /api/ request loses its connection
+	loseSend atomic.Int32 // this many sends are stored, but their answer is lost
 }
 
-func (c *pollCounter) wrap(next http.Handler) http.Handler {
+func (c *tap) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.down.Load() && strings.HasPrefix(r.URL.Path, "/api/") {
+			dropConnection(w)
+			return
+		}
 		if r.URL.Path == "/api/poll" {
 			if ck, err := r.Cookie("webim_session"); err == nil {
 				c.mu.Lock()
@@ -73,21 +83,72 @@ func (c *pollCounter) wrap(next http.Handler) http.Handler {
 				c.mu.Unlock()
 			}
 		}
+		if r.Method == http.MethodPost && r.URL.Path == "/api/messages" {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var m struct {
+				ClientMsgID string `json:"client_msg_id"`
+			}
+			_ = json.Unmarshal(body, &m)
+			c.mu.Lock()
+			c.cids = append(c.cids, m.ClientMsgID)
+			c.mu.Unlock()
+			if c.loseSend.Add(-1) >= 0 {
+				// The server stores the message; the answer never arrives.
+				next.ServeHTTP(httptest.NewRecorder(), r)
+				dropConnection(w)
+				return
+			}
+			c.loseSend.Store(0)
+		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-func (c *pollCounter) polls(token string) int {
+// dropConnection closes the client's connection without an answer.
+func dropConnection(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(fmt.Sprintf("hijacking the connection: %v", err))
+	}
+	conn.Close()
+}
+
+func (c *tap) polls(token string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.count[token]
 }
 
+// sends returns how many POST /api/messages carried this client_msg_id.
+func (c *tap) sends(cid string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, x := range c.cids {
+		if x == cid {
+			n++
+		}
+	}
+	return n
+}
+
+// lastCID returns the client_msg_id of the latest send.
+func (c *tap) lastCID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cids) == 0 {
+		return ""
+	}
+	return c.cids[len(c.cids)-1]
+}
+
 // browserEnv is the server and the browser that the browser tests share.
 type browserEnv struct {
 	url     string
+	srv     *httptest.Server
 	browser context.Context // a chromedp context with a running browser
-	polls   *pollCounter
+	tap     *tap
 	shots   string // WEBIM_SCREENSHOTS, or ""
 	names   atomic.Int64
 }
@@ -117,8 +178,8 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 	if err != nil {
 		t.Fatalf("newApp: %v", err)
 	}
-	polls := &pollCounter{count: map[string]int{}}
-	srv := httptest.NewServer(polls.wrap(app.Handler()))
+	tp := &tap{count: map[string]int{}}
+	srv := httptest.NewServer(tp.wrap(app.Handler()))
 	t.Cleanup(func() {
 		// Open long-polls answer at once, so Close does not wait for them.
 		app.BeginShutdown()
@@ -147,7 +208,7 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 	if err := chromedp.Do(browser); err != nil { // starts the browser
 		t.Fatalf("starting Chromium (%s): %v", chrome, err)
 	}
-	return &browserEnv{url: srv.URL, browser: browser, polls: polls, shots: os.Getenv("WEBIM_SCREENSHOTS")}
+	return &browserEnv{url: srv.URL, srv: srv, browser: browser, tap: tp, shots: os.Getenv("WEBIM_SCREENSHOTS")}
 }
 
 // name returns a fresh username with the given prefix.
@@ -432,6 +493,15 @@ func TestBrowser(t *testing.T) {
 
 	// 1. Both sign up, alice finds bob and asks, bob accepts; both see each other online.
 	t.Run("FriendRequestAndPresence", func(t *testing.T) {
+		// A wrong password gets the API's message, inline.
+		stranger := env.newTab(t, "stranger")
+		stranger.do(
+			chromedp.SendKeys(chromedp.CSS(`#login-username`), "nobody-here"),
+			chromedp.SendKeys(chromedp.CSS(`#login-password`), "wrong password"),
+			chromedp.Click(chromedp.CSS(`#login-submit`)),
+		)
+		stranger.waitFor("the log-in error is shown", `document.querySelector('#login-error').textContent === 'The username or password is wrong.'`)
+
 		alice, bob := env.pair(t)
 		alice.waitPresence(bob.user, true)
 		bob.waitPresence(alice.user, true)
@@ -597,10 +667,10 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("notice title = %q", got)
 		}
 		// The replaced page makes no more polls with its old session.
-		before := env.polls.polls(oldToken)
+		before := env.tap.polls(oldToken)
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
-			if n := env.polls.polls(oldToken); n != before {
+			if n := env.tap.polls(oldToken); n != before {
 				t.Fatalf("the replaced page kept polling: %d polls, then %d", before, n)
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -659,13 +729,106 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	// The poll loop shows "Reconnecting…" while the server is away and resumes;
+	// a send retries with the same client_msg_id, so nothing doubles.
+	t.Run("ReconnectAndRetry", func(t *testing.T) {
+		alice, bob := env.pair(t)
+		alice.open(bob.user)
+		bob.open(alice.user)
+
+		// The server goes away: open polls break, new requests fail.
+		env.tap.down.Store(true)
+		env.srv.CloseClientConnections()
+		alice.do(chromedp.WaitVisible(chromedp.CSS(`#conn-status`)))
+		if got := alice.text(`#conn-text`); got != "Reconnecting…" {
+			t.Errorf("connection indicator says %q", got)
+		}
+		alice.send("sent while the server was away")
+		alice.waitFor("the message shows as pending",
+			`[...document.querySelectorAll('#message-list [data-testid="message"]')].some(m => m.dataset.status === 'pending')`)
+		env.tap.down.Store(false)
+		alice.do(chromedp.WaitNotVisible(chromedp.CSS(`#conn-status`)))
+		alice.waitMessage("sent while the server was away", true)
+		bob.waitMessage("sent while the server was away", true)
+
+		// The answer to a stored send is lost: the retry gets the same message back.
+		env.tap.loseSend.Store(1)
+		alice.send("answer lost once")
+		alice.waitMessage("answer lost once", true)
+		bob.waitMessage("answer lost once", true)
+		cid := env.tap.lastCID()
+		if n := env.tap.sends(cid); n < 2 {
+			t.Errorf("the send was made %d times with client_msg_id %q, want a retry with the same id", n, cid)
+		}
+		for _, tb := range []*tab{alice, bob} {
+			got := tb.messageBodies()
+			want := []string{"sent while the server was away", "answer lost once"}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("%s sees %q, want %q exactly once each", tb.who, got, want)
+			}
+		}
+		// After a reload, the queue holds each message once too.
+		bob.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#app-screen`)))
+		bob.open(alice.user)
+		bob.waitMessage("answer lost once", true)
+		if got := bob.messageBodies(); len(got) != 2 {
+			t.Errorf("after reload bob sees %q, want 2 messages", got)
+		}
+	})
+
+	// Unfriend, block and unblock from the friend menu and the block list.
+	t.Run("UnfriendBlockUnblock", func(t *testing.T) {
+		alice, bob := env.pair(t)
+		alice.open(bob.user)
+		alice.send("see you")
+		bob.waitFor("bob lists alice", fmt.Sprintf(`!!document.querySelector(%s)`, jsq(friendSel(alice.user))))
+
+		alice.do(
+			chromedp.Click(chromedp.CSS(`#friend-menu-btn`)),
+			chromedp.WaitVisible(chromedp.CSS(`#unfriend-btn`)),
+			chromedp.Click(chromedp.CSS(`#unfriend-btn`)),
+		)
+		alice.waitFor("the composer is disabled", `document.querySelector('#message-input').disabled && !document.querySelector('#composer-note').hidden`)
+		// bob learns at once: alice is no longer a friend (no presence dot).
+		bob.waitFor("alice is no longer bob's friend",
+			fmt.Sprintf(`(() => { const li = document.querySelector(%s); return li && !li.querySelector('.presence-dot'); })()`, jsq(friendSel(alice.user))))
+
+		alice.do(
+			chromedp.Click(chromedp.CSS(`#friend-menu-btn`)),
+			chromedp.WaitVisible(chromedp.CSS(`#block-btn`)),
+			chromedp.Click(chromedp.CSS(`#block-btn`)),
+		)
+		alice.waitFor("the header says blocked", `document.querySelector('#conv-status').textContent === 'Blocked'`)
+
+		// bob cannot ask again: the server refuses and the page says so.
+		bob.do(chromedp.SendKeys(chromedp.CSS(`#user-search`), alice.user))
+		add := fmt.Sprintf(`#search-results li[data-username=%q] [data-testid="add-friend"]`, alice.user)
+		bob.do(chromedp.WaitVisible(chromedp.CSS(add)), chromedp.Click(chromedp.CSS(add)))
+		bob.waitFor("the refusal is shown", `document.querySelector('#toast').textContent === 'One of you has blocked the other.'`)
+
+		// The block list shows bob; Unblock empties it.
+		alice.do(
+			chromedp.Click(chromedp.CSS(`#account-menu-btn`)),
+			chromedp.WaitVisible(chromedp.CSS(`#blocks-btn`)),
+			chromedp.Click(chromedp.CSS(`#blocks-btn`)),
+			chromedp.WaitVisible(chromedp.CSS(`#blocks-view`)),
+		)
+		unblock := fmt.Sprintf(`#blocked-list li[data-username=%q] [data-testid="unblock"]`, bob.user)
+		alice.do(chromedp.WaitVisible(chromedp.CSS(unblock)), chromedp.Click(chromedp.CSS(unblock)))
+		alice.do(chromedp.WaitVisible(chromedp.CSS(`#blocks-empty`)))
+		// The friendship is not restored by unblocking.
+		alice.open(bob.user)
+		alice.waitFor("bob is not a friend again", `document.querySelector('#message-input').disabled`)
+	})
+
 	// The layout fits a phone: nothing scrolls sideways at 390 px.
 	t.Run("PhoneWidth", func(t *testing.T) {
 		alice, bob := env.pair(t)
 		alice.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 		alice.open(bob.user)
-		alice.send(strings.Repeat("a-very-long-word-without-spaces-", 12))
-		alice.send("https://example.com/" + strings.Repeat("path/", 40))
+		for _, text := range []string{strings.Repeat("a-very-long-word-without-spaces-", 12), "https://example.com/" + strings.Repeat("path/", 40)} {
+			alice.do(chromedp.SetValue(chromedp.CSS(`#message-input`), text), pressEnter)
+		}
 		alice.waitMessage("https://example.com/"+strings.Repeat("path/", 40), true)
 		if w := eval[int](alice, `document.documentElement.scrollWidth`); w > 390 {
 			t.Errorf("conversation is %d px wide at 390 px: it scrolls sideways", w)

@@ -434,7 +434,7 @@ function messageEl(r) {
     'data-status': r.status,
     'data-from': r.from,
   });
-  li.append(h('div', { class: 'msg-sender' }, nameOf(r.from)));
+  li.append(h('div', { class: 'msg-sender' }, mine ? 'You' : nameOf(r.from)));
   const bubble = h('div', { class: 'bubble' });
   bubble.append(messageContent(r));
   const meta = h('div', { class: 'msg-meta' },
