@@ -39,6 +39,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // browserWait bounds every single browser step; the flows themselves take
@@ -362,15 +363,24 @@ func (tb *tab) waitPresence(username string, online bool) {
 }
 
 // befriend makes a and b friends through the page: a searches, asks, b accepts.
-func befriend(a, b *tab) {
+// With shots, it writes screenshots of the search and the request (WEBIM_SCREENSHOTS).
+func befriend(a, b *tab, shots bool) {
 	a.t.Helper()
 	a.do(chromedp.SendKeys(chromedp.CSS(`#user-search`), b.user))
 	add := fmt.Sprintf(`#search-results li[data-username=%q] [data-testid="add-friend"]`, b.user)
-	a.do(chromedp.WaitVisible(chromedp.CSS(add)), chromedp.Click(chromedp.CSS(add)))
+	a.do(chromedp.WaitVisible(chromedp.CSS(add)))
+	if shots {
+		a.screenshot("search")
+	}
+	a.do(chromedp.Click(chromedp.CSS(add)))
 	a.waitFor("the request shows as pending",
 		fmt.Sprintf(`!!document.querySelector('#outgoing-list li[data-username=%q]')`, b.user))
 	accept := fmt.Sprintf(`#incoming-list li[data-username=%q] [data-testid="accept"]`, a.user)
-	b.do(chromedp.WaitVisible(chromedp.CSS(accept)), chromedp.Click(chromedp.CSS(accept)))
+	b.do(chromedp.WaitVisible(chromedp.CSS(accept)))
+	if shots {
+		b.screenshot("request")
+	}
+	b.do(chromedp.Click(chromedp.CSS(accept)))
 	b.do(chromedp.WaitVisible(chromedp.CSS(friendSel(a.user))))
 	a.do(chromedp.WaitVisible(chromedp.CSS(friendSel(b.user))))
 	a.waitFor("the pending request is gone",
@@ -426,12 +436,16 @@ func (tb *tab) waitMessage(text string, sent bool) {
 
 // setup signs up two users in separate browser contexts and makes them friends.
 func (env *browserEnv) pair(t *testing.T) (alice, bob *tab) {
+	return env.pairShots(t, false)
+}
+
+func (env *browserEnv) pairShots(t *testing.T, shots bool) (alice, bob *tab) {
 	t.Helper()
 	alice = env.newTab(t, "alice")
 	bob = env.newTab(t, "bob")
 	alice.signUp(env.name("alice"), "Alice Liddell")
 	bob.signUp(env.name("bob"), "Bob Builder")
-	befriend(alice, bob)
+	befriend(alice, bob, shots)
 	return alice, bob
 }
 
@@ -501,8 +515,9 @@ func TestBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`#login-submit`)),
 		)
 		stranger.waitFor("the log-in error is shown", `document.querySelector('#login-error').textContent === 'The username or password is wrong.'`)
+		stranger.screenshot("sign-in")
 
-		alice, bob := env.pair(t)
+		alice, bob := env.pairShots(t, true)
 		alice.waitPresence(bob.user, true)
 		bob.waitPresence(alice.user, true)
 		if got := alice.text(friendSel(bob.user) + ` .person-name`); got != "Bob Builder" {
@@ -534,6 +549,20 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("link in message = %v, want https://example.com/menu with rel=noopener noreferrer target=_blank", link)
 		}
 
+		// The emoji picker inserts at the caret.
+		bob.do(
+			chromedp.SendKeys(chromedp.CSS(`#message-input`), "ab"),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector('#message-input').setSelectionRange(1, 1)`),
+			chromedp.Click(chromedp.CSS(`#emoji-btn`)),
+			chromedp.WaitVisible(chromedp.CSS(`#emoji-picker`)),
+			chromedp.Click(chromedp.CSS(`#emoji-picker button[aria-label="thumbs up"]`)),
+		)
+		if got := eval[string](bob, `document.querySelector('#message-input').value`); got != "a👍b" {
+			t.Errorf("after picking an emoji the message reads %q, want %q", got, "a👍b")
+		}
+		bob.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#message-input').value = ''`),
+			chromedp.KeyEvent(kb.Escape))
+
 		// Shift+Enter makes a new line; Enter sends.
 		bob.do(
 			chromedp.SendKeys(chromedp.CSS(`#message-input`), "Sure,"),
@@ -553,7 +582,7 @@ func TestBrowser(t *testing.T) {
 		// A hidden conversation: carol writes to alice while alice reads bob.
 		carol := env.newTab(t, "carol")
 		carol.signUp(env.name("carol"), "Carol")
-		befriend(carol, alice)
+		befriend(carol, alice, false)
 		alice.open(bob.user)
 		carol.open(alice.user)
 		carol.send("psst")
@@ -720,6 +749,21 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("thumbnail alt = %q, want the file name", alt)
 		}
 
+		// Drag and drop works too: drop a PNG drawn in the page onto the conversation.
+		alice.do(chromedp.Evaluate[chromedp.Void](`(async () => {
+			const c = document.createElement('canvas'); c.width = 30; c.height = 20;
+			const g = c.getContext('2d'); g.fillStyle = '#e33'; g.fillRect(0, 0, 30, 20);
+			const blob = await new Promise(r => c.toBlob(r, 'image/png'));
+			const dt = new DataTransfer();
+			dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+			const zone = document.querySelector('#message-scroll');
+			for (const type of ['dragenter', 'dragover', 'drop']) {
+				zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+			}
+		})()`, chromedp.EvalAwaitPromise))
+		bob.waitFor("the dropped image shows as a thumbnail",
+			`[...document.querySelectorAll('#message-list [data-testid="thumbnail"]')].some(i => i.alt === 'dropped.png' && i.complete && i.naturalWidth === 30)`)
+
 		// Any other file is a download link with its name and size.
 		alice.do(chromedp.SetUploadFiles(chromedp.CSS(`#file-input`), []string{doc}))
 		bob.waitFor("the file link is shown", `!!document.querySelector('#message-list [data-testid="file-link"]')`)
@@ -827,7 +871,7 @@ func TestBrowser(t *testing.T) {
 		alice.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 		alice.open(bob.user)
 		for _, text := range []string{strings.Repeat("a-very-long-word-without-spaces-", 12), "https://example.com/" + strings.Repeat("path/", 40)} {
-			alice.do(chromedp.SetValue(chromedp.CSS(`#message-input`), text), pressEnter)
+			alice.do(chromedp.SetValue(chromedp.CSS(`#message-input`), text), chromedp.Focus(chromedp.CSS(`#message-input`)), pressEnter)
 		}
 		alice.waitMessage("https://example.com/"+strings.Repeat("path/", 40), true)
 		if w := eval[int](alice, `document.documentElement.scrollWidth`); w > 390 {

@@ -43,24 +43,35 @@ function conv(username) {
   return c;
 }
 
+// storageGet and storageSet use localStorage, which may be unavailable (private modes).
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // Without storage the page still works; it just forgets this.
+  }
+}
+
 function lastReadKey(peer) {
   return `webim:lastRead:${state.me.username}:${peer}`;
 }
 
+// The last message id read in each conversation is kept in localStorage, so
+// unread counts survive a reload.
 function loadLastRead(peer) {
-  try {
-    return Number(localStorage.getItem(lastReadKey(peer))) || 0;
-  } catch {
-    return 0;
-  }
+  return Number(storageGet(lastReadKey(peer))) || 0;
 }
 
 function saveLastRead(c) {
-  try {
-    localStorage.setItem(lastReadKey(c.username), String(c.lastRead));
-  } catch {
-    // Private mode or full storage: unread counts just won't survive a reload.
-  }
+  storageSet(lastReadKey(c.username), String(c.lastRead));
 }
 
 function unreadOf(c) {
@@ -200,7 +211,7 @@ function renderSidebar() {
 
   // Notifications hint.
   const canAsk = 'Notification' in window && Notification.permission === 'default';
-  $('notify-hint').hidden = !canAsk || localStorage.getItem('webim:notifyDismissed') === '1';
+  $('notify-hint').hidden = !canAsk || storageGet('webim:notifyDismissed') === '1';
   $('notify-menu-btn').hidden = !canAsk;
 }
 
@@ -262,7 +273,7 @@ function searchItem(u, rel) {
 
 function incomingItem(u) {
   const name = u.display_name || u.username;
-  return h('li', { class: 'person', 'data-username': u.username, 'data-testid': 'incoming-request' },
+  return h('li', { class: 'person request', 'data-username': u.username, 'data-testid': 'incoming-request' },
     avatar(u, { size: 'sm' }), personLabel(u),
     h('span', { class: 'actions' },
       h('button', {
@@ -1278,7 +1289,7 @@ function setupApp() {
   $('notify-menu-btn').addEventListener('click', () => { account.close(); askNotifications(); });
   $('notify-btn').addEventListener('click', askNotifications);
   $('notify-dismiss').addEventListener('click', () => {
-    try { localStorage.setItem('webim:notifyDismissed', '1'); } catch { /* ignore */ }
+    storageSet('webim:notifyDismissed', '1');
     render();
   });
 
