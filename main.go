@@ -29,7 +29,7 @@ const shutdownGrace = 8 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr, nil); err != nil {
 		if !errors.Is(err, errHelpShown) {
 			fmt.Fprintln(os.Stderr, "webim:", err)
 		}
@@ -70,9 +70,13 @@ func versionString() string {
 }
 
 // run is the whole program apart from process concerns, so tests can start
-// it on ":0" with a temp database and stop it by cancelling ctx. ready, if
-// not nil, receives the listening address.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) error {
+// it on ":0" with a temp database and stop it by cancelling ctx. A first
+// argument that is not a flag names a subcommand. ready, if not nil,
+// receives the listening address.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer, ready chan<- string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return runCommand(ctx, args[0], args[1:], cmdEnv{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr})
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return errHelpShown
@@ -106,6 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(app.BeginShutdown)
+	if cfg.PprofAddr != "" {
+		defer startPprof(cfg.PprofAddr, log).Close()
+	}
 	log.Info("webim listening", "addr", ln.Addr().String(), "db", cfg.DBPath, "version", version)
 	if ready != nil {
 		ready <- ln.Addr().String()
