@@ -362,9 +362,9 @@ func (tb *tab) waitPresence(username string, online bool) {
 			jsq(friendSel(username)), jsq(strconv.FormatBool(online))))
 }
 
-// befriend makes a and b friends through the page: a searches, asks, b accepts.
+// befriendInBrowser makes a and b friends through the page: a searches, asks, b accepts.
 // With shots, it writes screenshots of the search and the request (WEBIM_SCREENSHOTS).
-func befriend(a, b *tab, shots bool) {
+func befriendInBrowser(a, b *tab, shots bool) {
 	a.t.Helper()
 	a.do(chromedp.SendKeys(chromedp.CSS(`#user-search`), b.user))
 	add := fmt.Sprintf(`#search-results li[data-username=%q] [data-testid="add-friend"]`, b.user)
@@ -445,7 +445,7 @@ func (env *browserEnv) pairShots(t *testing.T, shots bool) (alice, bob *tab) {
 	bob = env.newTab(t, "bob")
 	alice.signUp(env.name("alice"), "Alice Liddell")
 	bob.signUp(env.name("bob"), "Bob Builder")
-	befriend(alice, bob, shots)
+	befriendInBrowser(alice, bob, shots)
 	return alice, bob
 }
 
@@ -582,7 +582,7 @@ func TestBrowser(t *testing.T) {
 		// A hidden conversation: carol writes to alice while alice reads bob.
 		carol := env.newTab(t, "carol")
 		carol.signUp(env.name("carol"), "Carol")
-		befriend(carol, alice, false)
+		befriendInBrowser(carol, alice, false)
 		alice.open(bob.user)
 		carol.open(alice.user)
 		carol.send("psst")

@@ -192,8 +192,7 @@ function renderSidebar() {
     const preview = row.last ? previewOf(row.last) : '';
     const sig = [nameOf(row.name), online, unread, preview, state.active === row.name,
       state.blocked.has(row.name)].join('|');
-    return cached(sideCache, `friend:${row.name}`, sig, () =>
-      friendItem(row.name, online, unread, preview));
+    return friendItem(row.name, online, unread, preview, sig);
   }));
   $('friends-empty').hidden = rows.length > 0;
 
@@ -312,26 +311,40 @@ function blockedItem(u) {
     }, 'Unblock'));
 }
 
-function friendItem(username, online, unread, preview) {
+const friendRows = new Map(); // username -> { li, btn, sig }
+
+// friendItem returns the row of a friend (or past correspondent). The row and its
+// button stay the same elements across updates, so focus and clicks are never lost.
+function friendItem(username, online, unread, preview, sig) {
+  let row = friendRows.get(username);
+  if (!row) {
+    const btn = h('button', {
+      type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
+      onclick: () => openConversation(username),
+    });
+    const li = h('li', { class: 'friend', 'data-username': username, 'data-testid': 'friend' }, btn);
+    row = { li, btn, sig: null };
+    friendRows.set(username, row);
+  }
+  if (row.sig === sig) return row.li;
+  row.sig = sig;
+  const { li, btn } = row;
   const u = userOf(username);
   const name = nameOf(username);
   const status = online === null ? (state.blocked.has(username) ? 'blocked' : 'not a friend')
     : (online ? 'online' : 'offline');
-  const label = `${name}, ${status}${unread ? `, ${unread} unread` : ''}`;
-  return h('li', {
-    class: 'friend', 'data-username': username, 'data-testid': 'friend',
-    'data-online': online === null ? undefined : String(online),
-  },
-  h('button', {
-    type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
-    'aria-label': label, 'aria-current': state.active === username ? 'true' : undefined,
-    onclick: () => openConversation(username),
-  },
-  avatar(u, { size: 'md', online: online === null ? undefined : online }),
-  h('span', { class: 'person-text' },
-    h('span', { class: 'person-name' }, name),
-    h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
-  unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : null));
+  if (online === null) delete li.dataset.online;
+  else li.dataset.online = String(online);
+  btn.setAttribute('aria-label', `${name}, ${status}${unread ? `, ${unread} unread` : ''}`);
+  if (state.active === username) btn.setAttribute('aria-current', 'true');
+  else btn.removeAttribute('aria-current');
+  btn.replaceChildren(
+    avatar(u, { size: 'md', online: online === null ? undefined : online }),
+    h('span', { class: 'person-text' },
+      h('span', { class: 'person-name' }, name),
+      h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
+    unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '');
+  return li;
 }
 
 function renderTitle() {
@@ -1160,6 +1173,7 @@ function signOutLocally() {
   state.search.results = null;
   $('user-search').value = '';
   sideCache.clear();
+  friendRows.clear();
   msgCache.clear();
   shownConv = null;
   for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list']) {
