@@ -771,6 +771,7 @@ func TestBrowser(t *testing.T) {
 		if !strings.HasPrefix(link["href"], "/api/files/") || link["name"] != "notes.txt" || link["size"] != "3.3 KB" {
 			t.Errorf("file link = %v, want /api/files/…, notes.txt, 3.3 KB", link)
 		}
+		bob.screenshot("files")
 	})
 
 	// The poll loop shows "Reconnecting…" while the server is away and resumes;
@@ -858,7 +859,9 @@ func TestBrowser(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`#blocks-view`)),
 		)
 		unblock := fmt.Sprintf(`#blocked-list li[data-username=%q] [data-testid="unblock"]`, bob.user)
-		alice.do(chromedp.WaitVisible(chromedp.CSS(unblock)), chromedp.Click(chromedp.CSS(unblock)))
+		alice.do(chromedp.WaitVisible(chromedp.CSS(unblock)))
+		alice.screenshot("blocked")
+		alice.do(chromedp.Click(chromedp.CSS(unblock)))
 		alice.do(chromedp.WaitVisible(chromedp.CSS(`#blocks-empty`)))
 		// The friendship is not restored by unblocking.
 		alice.open(bob.user)

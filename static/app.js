@@ -2,7 +2,7 @@
 // Everything the server says arrives through one long-poll loop (poll.js).
 
 import { api, uploadFile, ApiError, NetworkError, isRetryable } from './api.js';
-import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar } from './dom.js';
+import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar, fileIcon } from './dom.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupMenu } from './menu.js';
 import { Poller } from './poll.js';
@@ -228,7 +228,8 @@ function relation(username) {
 
 function previewOf(r) {
   const mine = r.from === state.me.username;
-  const text = r.file || r.localFile ? `📎 ${r.body}` : r.body;
+  const type = r.file ? r.file.content_type : (r.localFile ? r.localFile.type : '');
+  const text = r.file || r.localFile ? `${IMAGE_TYPES.has(type) ? 'Photo' : 'File'}: ${r.body}` : r.body;
   return (mine ? 'You: ' : '') + text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
@@ -532,7 +533,7 @@ function onThumbLoad() {
 
 function fileLink(name, size, url) {
   const inner = [
-    h('span', { class: 'file-icon', 'aria-hidden': 'true' }, '📄'),
+    fileIcon(),
     h('span', { class: 'file-text' },
       h('span', { class: 'file-name' }, name),
       h('span', { class: 'file-size' }, formatSize(size))),
