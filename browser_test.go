@@ -34,10 +34,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -224,11 +228,22 @@ type tab struct {
 	ctx  context.Context
 	who  string
 	user string // username once signed in
+
+	mu       sync.Mutex
+	problems []string // exceptions and CSP errors seen in the page
 }
 
 // newTab opens the page in a new, isolated browser context. On failure of t
 // it saves a screenshot of the tab into t's artifact directory.
+// Any uncaught exception or Content-Security-Policy violation in the page
+// fails the test.
 func (env *browserEnv) newTab(t *testing.T, who string) *tab {
+	t.Helper()
+	return env.newTabWith(t, who, "")
+}
+
+// newTabWith is newTab with a script that runs before the page's own.
+func (env *browserEnv) newTabWith(t *testing.T, who, initScript string) *tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(env.browser, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
@@ -236,14 +251,62 @@ func (env *browserEnv) newTab(t *testing.T, who string) *tab {
 		t.Fatalf("%s: opening a tab: %v", who, err)
 	}
 	tb := &tab{t: t, env: env, ctx: ctx, who: who}
+	tb.watchProblems()
 	failDir := t.ArtifactDir() // before the cleanup below, so it is removed after it
 	t.Cleanup(func() {
+		tb.mu.Lock()
+		for _, p := range tb.problems {
+			t.Errorf("%s: %s", who, p)
+		}
+		tb.mu.Unlock()
 		if t.Failed() {
 			tb.saveFailureScreenshot(failDir)
 		}
 	})
+	if initScript != "" {
+		if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument,
+			page.AddScriptToEvaluateOnNewDocumentParams{Source: initScript}); err != nil {
+			t.Fatalf("%s: adding the start script: %v", who, err)
+		}
+	}
 	tb.do(chromedp.Navigate(env.url), chromedp.WaitVisible(chromedp.CSS(`#auth-screen`)))
 	return tb
+}
+
+// watchProblems records uncaught exceptions and security (CSP) errors.
+func (tb *tab) watchProblems() {
+	exceptions := chromedp.Events(tb.ctx, runtime.ExceptionThrown)
+	entries := chromedp.Events(tb.ctx, cdplog.EntryAdded)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				msg += " " + d.Exception.Description
+			}
+			tb.problem(fmt.Sprintf("uncaught exception at %s:%d: %s", d.URL, d.LineNumber+1, msg))
+		}
+	}()
+	go func() {
+		for ev, err := range entries {
+			if err != nil {
+				return
+			}
+			e := ev.Entry
+			if e.Level == cdplog.EntryLevelError && (e.Source == cdplog.EntrySourceSecurity || e.Source == cdplog.EntrySourceJavascript) {
+				tb.problem(fmt.Sprintf("console %s error: %s", e.Source, e.Text))
+			}
+		}
+	}()
+}
+
+func (tb *tab) problem(p string) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.problems = append(tb.problems, p)
 }
 
 func (tb *tab) saveFailureScreenshot(dir string) {
@@ -819,6 +882,70 @@ func TestBrowser(t *testing.T) {
 		if got := bob.messageBodies(); len(got) != 2 {
 			t.Errorf("after reload bob sees %q, want 2 messages", got)
 		}
+	})
+
+	// Notifications: permission is asked only from a click; a message that
+	// arrives while the page is hidden makes a desktop notification.
+	t.Run("NotificationWhenHidden", func(t *testing.T) {
+		// alice's page counts permission requests from the very start.
+		alice := env.newTabWith(t, "alice", `
+			window.__asked = 0;
+			if (window.Notification) {
+				const ask = Notification.requestPermission.bind(Notification);
+				Notification.requestPermission = (...a) => { window.__asked++; return ask(...a); };
+			}`)
+		bob := env.newTab(t, "bob")
+		alice.signUp(env.name("alice"), "Alice Liddell")
+		bob.signUp(env.name("bob"), "Bob Builder")
+		befriendInBrowser(alice, bob, false)
+		alice.do(chromedp.WaitVisible(chromedp.CSS(`#notify-btn`)))
+		if n := eval[int](alice, `window.__asked`); n != 0 {
+			t.Errorf("the page asked for notification permission %d times without a click", n)
+		}
+		alice.do(chromedp.Click(chromedp.CSS(`#notify-btn`)))
+		alice.waitFor("a click asks for permission", `window.__asked === 1`)
+
+		// bob allows notifications; his page records them and is then hidden.
+		_, err := chromedp.CallBrowser(bob.ctx, browser.SetPermission, browser.SetPermissionParams{
+			Permission:       &browser.PermissionDescriptor{Name: "notifications"},
+			Setting:          browser.PermissionSettingGranted,
+			Origin:           env.url,
+			BrowserContextID: chromedp.FromContext(bob.ctx).BrowserContextID,
+		})
+		if err != nil {
+			t.Fatalf("granting notifications: %v", err)
+		}
+		bob.open(alice.user)
+		bob.do(chromedp.Evaluate[chromedp.Void](`(() => {
+			window.__notes = [];
+			const Real = window.Notification;
+			window.Notification = class extends Real {
+				constructor(title, options) {
+					window.__notes.push({title, body: options && options.body});
+					return {addEventListener() {}, close() {}};
+				}
+			};
+			Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+			document.dispatchEvent(new Event('visibilitychange'));
+		})()`))
+		if p := eval[string](bob, `Notification.permission`); p != "granted" {
+			t.Fatalf("notification permission = %q", p)
+		}
+
+		alice.open(bob.user)
+		alice.send("are you there?")
+		bob.waitFor("a notification is shown", `window.__notes.length === 1`)
+		note := eval[map[string]string](bob, `window.__notes[0]`)
+		if note["title"] != "Alice Liddell" || note["body"] != "are you there?" {
+			t.Errorf("notification = %v, want title Alice Liddell and the message", note)
+		}
+		// Hidden, even the open conversation counts as unread.
+		bob.waitFor("the title counts the message", `document.title === '(1) webim'`)
+		bob.do(chromedp.Evaluate[chromedp.Void](`(() => {
+			Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});
+			document.dispatchEvent(new Event('visibilitychange'));
+		})()`))
+		bob.waitFor("the message is read once the page shows", `document.title === 'webim'`)
 	})
 
 	// Unfriend, block and unblock from the friend menu and the block list.

@@ -748,6 +748,7 @@ async function askNotifications() {
 
 function handleEvent(ev) {
   if (typeof ev.seq === 'number' && ev.seq > state.maxSeq) state.maxSeq = ev.seq;
+  if (ev.type !== 'message') listGen++;
   switch (ev.type) {
     case 'message':
       if (ev.message) onMessageEvent(ev.message, ev.seq);
@@ -806,10 +807,19 @@ function refreshFriendsSoon() {
 
 // refreshLists reloads friends, requests and blocks (events are transient, so after a gap
 // in the connection the lists are fetched again).
+// listGen counts local changes to those lists; a fetch that a change overtook is
+// stale, so it is dropped and made again.
+let listGen = 0;
+
 async function refreshLists() {
   const me = state.me;
+  const gen = listGen;
   const [f, b] = await Promise.all([api.friends(), api.blocks()]);
   if (state.me !== me) return;
+  if (gen !== listGen) {
+    refreshFriendsSoon();
+    return;
+  }
   state.friends = new Map(f.friends.map((u) => [u.username, remember(u)]));
   state.incoming = new Map(f.incoming.map((u) => [u.username, remember(u)]));
   state.outgoing = new Map(f.outgoing.map((u) => [u.username, remember(u)]));
@@ -839,6 +849,7 @@ function addFriend(u, btn) {
   return withButton(btn, async () => {
     try {
       const res = await api.requestFriend(u.username);
+      listGen++;
       // 200 (a body) would mean it completed a friendship; 201 means a pending request.
       void res;
     } catch (e) {
@@ -854,6 +865,7 @@ function addFriend(u, btn) {
 function acceptRequest(u, btn) {
   return withButton(btn, async () => {
     await api.acceptFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
     state.friends.set(u.username, { ...remember(u), online: Boolean(u.online) });
     await refreshLists();
@@ -863,6 +875,7 @@ function acceptRequest(u, btn) {
 function refuseRequest(u, btn) {
   return withButton(btn, async () => {
     await api.refuseFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
   });
 }
@@ -870,6 +883,7 @@ function refuseRequest(u, btn) {
 function cancelRequest(u, btn) {
   return withButton(btn, async () => {
     await api.removeFriend(u.username);
+    listGen++;
     state.outgoing.delete(u.username);
   });
 }
@@ -877,6 +891,7 @@ function cancelRequest(u, btn) {
 function unfriend(username) {
   return withButton($('unfriend-btn'), async () => {
     await api.removeFriend(username);
+    listGen++;
     state.friends.delete(username);
     toast(`You are no longer friends with ${nameOf(username)}.`);
   });
@@ -885,6 +900,7 @@ function unfriend(username) {
 function blockUser(username) {
   return withButton($('block-btn'), async () => {
     await api.block(username);
+    listGen++;
     state.friends.delete(username);
     state.incoming.delete(username);
     state.outgoing.delete(username);
@@ -896,6 +912,7 @@ function blockUser(username) {
 function unblockUser(username, btn) {
   return withButton(btn, async () => {
     await api.unblock(username);
+    listGen++;
     state.blocked.delete(username);
     toast(`You unblocked ${nameOf(username)}.`);
   });
