@@ -1012,5 +1012,8 @@ func TestBrowser(t *testing.T) {
 		if w := eval[int](alice, `document.documentElement.scrollWidth`); w > 390 {
 			t.Errorf("friend list is %d px wide at 390 px: it scrolls sideways", w)
 		}
+		alice.colorScheme("dark")
+		alice.screenshot("list-phone-dark")
+		alice.colorScheme("light")
 	})
 }
