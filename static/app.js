@@ -707,6 +707,19 @@ async function deliver(r) {
   }
 }
 
+// retryFailed sends again every message that gave up on a network error, once
+// the connection is back (same client_msg_id, so nothing doubles).
+function retryFailed() {
+  for (const c of state.convs.values()) {
+    for (const r of c.items) {
+      if (r.status === 'failed') {
+        r.attempts = 0;
+        deliver(r);
+      }
+    }
+  }
+}
+
 function discardLocal(r) {
   if (r.id) return;
   removeRecord(r);
@@ -1093,7 +1106,10 @@ function startPolling() {
     },
     onState: (s, wasDown) => {
       setConnState(s);
-      if (s === 'online' && wasDown) refreshLists().catch(() => {});
+      if (s === 'online' && wasDown) {
+        refreshLists().catch(() => {});
+        retryFailed();
+      }
     },
     onFatal: (e) => onUnauthorized(e),
     isCaughtUp: () => state.caughtUp,
