@@ -73,6 +73,8 @@ type tap struct {
 
 	down     atomic.Bool  // every /api/ request loses its connection
 	loseSend atomic.Int32 // this many sends are stored, but their answer is lost
+
+	slowUploads atomic.Bool // the server reads upload bodies slowly
 }
 
 func (c *tap) wrap(next http.Handler) http.Handler {
@@ -87,6 +89,9 @@ func (c *tap) wrap(next http.Handler) http.Handler {
 				c.count[ck.Value]++
 				c.mu.Unlock()
 			}
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/api/files" && c.slowUploads.Load() {
+			r.Body = slowReader{r.Body}
 		}
 		if r.Method == http.MethodPost && r.URL.Path == "/api/messages" {
 			body, _ := io.ReadAll(r.Body)
@@ -108,6 +113,15 @@ func (c *tap) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// slowReader reads at about 3 MiB/s, like a slow uplink.
+type slowReader struct{ io.ReadCloser }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	n, err := s.ReadCloser.Read(p)
+	time.Sleep(time.Duration(n) * time.Second / (3 << 20))
+	return n, err
 }
 
 // dropConnection closes the client's connection without an answer.
@@ -172,7 +186,7 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 
 	cfg := Config{
 		DBPath:      filepath.Join(t.TempDir(), "webim.db"),
-		MaxFileSize: 1 << 20,
+		MaxFileSize: 8 << 20,
 		MaxQueue:    10_000,
 		RateLimitExempt: []netip.Prefix{
 			netip.MustParsePrefix("127.0.0.0/8"),
@@ -812,6 +826,23 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("thumbnail alt = %q, want the file name", alt)
 		}
 
+		// A slow upload shows its progress, then the file.
+		blob := make([]byte, 6<<20)
+		for i := range blob {
+			blob[i] = byte(i*7919 + i>>9)
+		}
+		bigPath := filepath.Join(t.TempDir(), "archive.bin")
+		if err := os.WriteFile(bigPath, blob, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		env.tap.slowUploads.Store(true) // the server reads the upload slowly
+		alice.do(chromedp.SetUploadFiles(chromedp.CSS(`#file-input`), []string{bigPath}))
+		alice.waitFor("upload progress is shown",
+			`[...document.querySelectorAll('#message-list progress.upload-progress')].some(p => p.value > 0 && p.value < 1)`)
+		env.tap.slowUploads.Store(false)
+		bob.waitFor("the big file arrives",
+			`[...document.querySelectorAll('#message-list [data-testid="file-link"] .file-name')].some(n => n.textContent === 'archive.bin')`)
+
 		// Drag and drop works too: drop a PNG drawn in the page onto the conversation.
 		alice.do(chromedp.Evaluate[chromedp.Void](`(async () => {
 			const c = document.createElement('canvas'); c.width = 30; c.height = 20;
@@ -829,8 +860,9 @@ func TestBrowser(t *testing.T) {
 
 		// Any other file is a download link with its name and size.
 		alice.do(chromedp.SetUploadFiles(chromedp.CSS(`#file-input`), []string{doc}))
-		bob.waitFor("the file link is shown", `!!document.querySelector('#message-list [data-testid="file-link"]')`)
-		link := eval[map[string]string](bob, `(() => { const a = document.querySelector('#message-list [data-testid="file-link"]'); return {href: a.getAttribute('href'), name: a.querySelector('.file-name').textContent, size: a.querySelector('.file-size').textContent}; })()`)
+		const notes = `[...document.querySelectorAll('#message-list [data-testid="file-link"]')].find(a => a.querySelector('.file-name').textContent === 'notes.txt')`
+		bob.waitFor("the file link is shown", notes)
+		link := eval[map[string]string](bob, `(() => { const a = `+notes+`; return {href: a.getAttribute('href'), name: a.querySelector('.file-name').textContent, size: a.querySelector('.file-size').textContent}; })()`)
 		if !strings.HasPrefix(link["href"], "/api/files/") || link["name"] != "notes.txt" || link["size"] != "3.3 KB" {
 			t.Errorf("file link = %v, want /api/files/…, notes.txt, 3.3 KB", link)
 		}
