@@ -281,7 +281,7 @@ func TestFriends_Blocks(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent || len(data) != 0 {
 		t.Fatalf("unblock: %d %s", resp.StatusCode, data)
 	}
-	alice.mustDo("DELETE", "/api/blocks/"+bob.username, nil, http.StatusNoContent)   // not blocked: 204 all the same
+	alice.mustDo("DELETE", "/api/blocks/"+bob.username, nil, http.StatusNoContent)  // not blocked: 204 all the same
 	alice.mustDo("DELETE", "/api/blocks/"+dave.username, nil, http.StatusNoContent) // dave blocked alice, not the reverse
 	if l := alice.friendLists(); len(l.friends) != 0 {
 		t.Fatalf("unblocking restored a friendship: %v", l.friends)
