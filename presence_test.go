@@ -102,7 +102,7 @@ func TestPresence_LoginLogoutNoFlap(t *testing.T) {
 
 func TestPresence_OfflineAfterGrace(t *testing.T) {
 	t.Parallel()
-	const grace = 400 * time.Millisecond
+	const grace = time.Second
 	ts := newTestServerHooked(t, withGrace(grace))
 	fr := ts.friends("alice", "bob")
 	alice, bob := fr[0], fr[1]
