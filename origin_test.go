@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -113,4 +115,76 @@ func TestOrigin_BehindTrustedProxy(t *testing.T) {
 		r.Header.Set("X-Forwarded-Host", "chat.example.org")
 	})
 	checkError(t, resp, data, http.StatusForbidden, "bad_origin")
+}
+
+// sessionCookieOf returns the webim_session cookie a response sets.
+func sessionCookieOf(t testing.TB, resp *http.Response) *http.Cookie {
+	t.Helper()
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			return c
+		}
+	}
+	t.Fatalf("no %s cookie in %v", sessionCookie, resp.Header.Values("Set-Cookie"))
+	return nil
+}
+
+func TestOrigin_TLSAndSecureCookie(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, func(c *Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
+	fr := ts.friends("alice", "bob")
+	alice, bob := fr[0], fr[1]
+	tlsSrv := httptest.NewTLSServer(ts.app.Handler())
+	defer tlsSrv.Close()
+	hc := tlsSrv.Client()
+	do := func(method, path, body string, edit func(*http.Request)) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, tlsSrv.URL+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if edit != nil {
+			edit(req)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	creds := `{"username":"` + alice.username + `","password":"` + alice.password + `"}`
+	// Over TLS the cookie is Secure.
+	resp := do("POST", "/api/login", creds, nil)
+	c := sessionCookieOf(t, resp)
+	if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("cookie over TLS: %q", resp.Header.Get("Set-Cookie"))
+	}
+	withCookie := func(origin string) func(*http.Request) {
+		return func(r *http.Request) {
+			r.AddCookie(c)
+			r.Header.Set("Origin", origin)
+		}
+	}
+	msg := `{"to":"` + bob.username + `","body":"over tls"}`
+	if resp := do("POST", "/api/messages", msg, withCookie(tlsSrv.URL)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("same-origin https cookie send: %d", resp.StatusCode)
+	}
+	if resp := do("POST", "/api/messages", msg, withCookie("http"+strings.TrimPrefix(tlsSrv.URL, "https"))); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("http origin against an https server: %d", resp.StatusCode)
+	}
+	// Behind a trusted TLS-terminating proxy, the client is on TLS too.
+	resp, _ = ts.anon().doWith("POST", "/api/login", creds, func(r *http.Request) {
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Forwarded-Proto", "https")
+	})
+	if c := sessionCookieOf(t, resp); !c.Secure {
+		t.Fatalf("cookie behind an https proxy: %q", resp.Header.Get("Set-Cookie"))
+	}
+	// Plain http: not Secure.
+	resp, _ = ts.anon().doWith("POST", "/api/login", creds, func(r *http.Request) { r.Header.Set("Content-Type", "application/json") })
+	if c := sessionCookieOf(t, resp); c.Secure {
+		t.Fatalf("cookie over plain http: %q", resp.Header.Get("Set-Cookie"))
+	}
 }
