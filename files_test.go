@@ -252,3 +252,23 @@ func TestFiles_Rejects(t *testing.T) {
 		t.Fatalf("bob's queue %+v", got)
 	}
 }
+
+func TestFiles_DefaultSizeLimit(t *testing.T) {
+	if raceEnabled {
+		t.Skip("20 MiB through multipart is slow under -race; TestFiles_Rejects covers the limit")
+	}
+	t.Parallel()
+	ts := newTestServer(t) // the default -max-file-size: 10 MiB
+	fr := ts.friends("alice", "bob")
+	alice, bob := fr[0], fr[1]
+	exact := bytes.Repeat([]byte{0xAB}, 10<<20)
+	m := alice.uploadOK(bob, "ten.bin", "", exact)
+	if m.File.Size != 10<<20 {
+		t.Fatalf("size %d", m.File.Size)
+	}
+	resp, data := alice.upload([][2]string{{"to", bob.username}, {"file", ""}}, "more.bin", "", append(exact, 1))
+	checkError(t, resp, data, http.StatusRequestEntityTooLarge, "too_large")
+	if stored := ts.filesIn(); len(stored) != 1 {
+		t.Fatalf("files folder holds %v", stored)
+	}
+}

@@ -166,6 +166,11 @@ func (c *client) pollRaw(query string) (cursor int64, events []rawEvent, raw []b
 	if err := json.Unmarshal(raw, &out); err != nil || out.Cursor == nil || out.Events == nil {
 		c.t.Fatalf("poll answer %s is not {cursor, events}: %v", raw, err)
 	}
+	var v any
+	json.Unmarshal(raw, &v)
+	if hasNull(v) {
+		c.t.Fatalf("poll answer %s holds null", raw)
+	}
 	for _, e := range out.Events {
 		var ev rawEvent
 		if err := json.Unmarshal(e, &ev.Raw); err != nil {
