@@ -225,6 +225,10 @@ type writeTx struct {
 	opWoken  int      // len(woken) when the current op began
 	opAfter  int
 	fileGone []string // storage names to unlink after commit
+	// aborted is set when an op's failure took the whole transaction with
+	// it, as SQLite does on some I/O errors: no later op may run, since
+	// outside a transaction each SAVEPOINT would commit on its own.
+	aborted error
 }
 
 // do runs fn in the next group commit and waits until it is durable.
@@ -323,7 +327,13 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 			return err
 		}
 		for _, op := range batch {
+			if tx.aborted != nil {
+				break // the rest are answered with the batch's failure
+			}
 			op.err = tx.runOp(op.fn)
+		}
+		if tx.aborted != nil {
+			return tx.aborted
 		}
 		if fault := s.writeFault.Load(); fault != nil {
 			return *fault
@@ -382,7 +392,10 @@ func (tx *writeTx) runOp(fn func(tx *writeTx) error) error {
 	err := fn(tx)
 	if err != nil {
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
+			// The savepoint is gone, so is the transaction.
 			err = errors.Join(err, rbErr)
+			tx.aborted = err
+			return err
 		}
 		tx.woken, tx.after, tx.fileGone = tx.woken[:tx.opWoken], tx.after[:tx.opAfter], tx.fileGone[:gone]
 	}
