@@ -366,10 +366,29 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		if op.err != nil && op.done == nil && !isClientError(op.err) {
 			s.log.Error("background write failed", "err", op.err)
 		}
+		if op.err != nil && !isClientError(op.err) && isStorageFailure(op.err) {
+			op.err = storageError(op.err)
+		}
 		if op.done != nil {
 			close(op.done)
 		}
 	}
+}
+
+// isStorageFailure reports whether err is SQLite failing to use its files
+// (full or read-only disk, I/O error, out of memory, locked) rather than a
+// bug: the server's trouble, but one a client may retry after.
+func isStorageFailure(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+		sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
 }
 
 func isClientError(err error) bool {

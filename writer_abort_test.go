@@ -68,3 +68,24 @@ func TestStore_AbortedTransactionFailsTheRestOfTheBatch(t *testing.T) {
 	}
 	checkDBInvariants(t, s.read)
 }
+// TestStore_StorageErrorInsideAnOpIs503: a storage failure that hits a
+// statement (not the commit) is the server's trouble too: 503, not 500.
+func TestStore_StorageErrorInsideAnOpIs503(t *testing.T) {
+	ts := newTestServer(t)
+	s := ts.app.store
+	err := s.do(t.Context(), func(tx *writeTx) error {
+		// SQLITE_READONLY from a real statement, as a remounted disk gives.
+		if _, err := tx.exec(`PRAGMA query_only = 1`); err != nil {
+			return err
+		}
+		defer tx.exec(`PRAGMA query_only = 0`)
+		_, err := tx.exec(`INSERT INTO users (username, display_name, display_fold, password_hash, created_at) VALUES ('ro', 'ro', 'ro', 'x', 0)`)
+		return err
+	})
+	if e, ok := asAPIError(err); !ok || e.Status != 503 {
+		t.Fatalf("op failing with %v is answered %d %s, want 503", err, e.Status, e.Code)
+	}
+	if _, err := s.CreateUser(t.Context(), uniqueName("after"), "after", "x"); err != nil {
+		t.Fatalf("next write: %v", err)
+	}
+}
