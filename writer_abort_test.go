@@ -68,6 +68,7 @@ func TestStore_AbortedTransactionFailsTheRestOfTheBatch(t *testing.T) {
 	}
 	checkDBInvariants(t, s.read)
 }
+
 // TestStore_StorageErrorInsideAnOpIs503: a storage failure that hits a
 // statement (not the commit) is the server's trouble too: 503, not 500.
 func TestStore_StorageErrorInsideAnOpIs503(t *testing.T) {
