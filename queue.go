@@ -147,6 +147,21 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 // undoes the increment.
 func (tx *writeTx) nextSeq(user int64, capped bool) (int64, error) {
 	var seq, queued int64
+	if capped {
+		// Refuse before writing anything: a refused send that had touched a
+		// page (even one the savepoint restores) would still cost a WAL
+		// frame and an fsync, so a flood into a full queue grew the file.
+		err := tx.queryRow(`SELECT queued FROM cursors WHERE user_id = ?`, user).Scan(&queued)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, errNoSuchUser
+		}
+		if err != nil {
+			return 0, err
+		}
+		if queued >= int64(tx.s.maxQueue) {
+			return 0, errQueueFull
+		}
+	}
 	err := tx.queryRow(`UPDATE cursors SET last_seq = last_seq + 1, queued = queued + 1
 		WHERE user_id = ? RETURNING last_seq, queued`, user).Scan(&seq, &queued)
 	if errors.Is(err, sql.ErrNoRows) {
