@@ -157,9 +157,9 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	ts := newTestServer(t)
 	alice, bob := ts.newUser("alice"), ts.newUser("bob")
 	befriend(alice, bob)
-	pollers := make([]*client, 4)
+	pollers := make([]*client, 200)
 	for i := range pollers {
-		pollers[i] = ts.newUser("poller")
+		pollers[i] = ts.quickUser("poller")
 	}
 	http.DefaultClient.CloseIdleConnections()
 	runtime.GC()
@@ -194,13 +194,13 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 		}()
 	}
 	// The server still answers others promptly.
-	eventually(t, 10*time.Second, "polls to be open", func() bool { return ts.app.notifier.waiting() >= 1 })
+	eventually(t, 20*time.Second, "polls to be open", func() bool { return ts.app.metrics.openPolls.Load() == int64(len(pollers)) })
 	t0 := time.Now()
 	alice.send(bob, "still served")
 	if got := bob.messages(); len(got) != 1 {
 		t.Fatalf("bob got %d messages", len(got))
 	}
-	if d := time.Since(t0); d > 3*time.Second {
+	if d := time.Since(t0); d > 5*time.Second {
 		t.Errorf("serving a send and a poll took %v with %d idle connections open", d, nIdle)
 	}
 	peak := runtime.NumGoroutine()
@@ -216,7 +216,9 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		n := runtime.NumGoroutine()
-		if n <= baseline+2 {
+		// A few are allowed for goroutines of the runtime and net/http in
+		// passing; a leak would be hundreds.
+		if n <= baseline+3 {
 			t.Logf("goroutines: %d at baseline, %d with %d idle connections and 200 polls, %d after they left", baseline, peak, nIdle, n)
 			break
 		}
