@@ -295,22 +295,24 @@ func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		display = *req.DisplayName
 	}
 	addr := a.clientAddr(r)
-	limited := !a.limits.isExempt(addr)
-	if limited {
-		if wait := a.limits.signupsByAddr.retryAfter(addr.String(), time.Now()); wait > 0 {
+	// Counted before the work, uncounted if no account results, so
+	// concurrent sign-ups cannot all pass the check.
+	release := func() {}
+	if !a.limits.isExempt(addr) {
+		var wait time.Duration
+		if wait, release = a.limits.signupsByAddr.reserve(addr.String(), time.Now()); wait > 0 {
 			return rateLimited(seconds(wait))
 		}
 	}
 	hash, err := a.hasher.hash(r.Context(), *req.Password)
 	if err != nil {
+		release()
 		return err
 	}
 	u, err := a.store.CreateUser(r.Context(), username, display, hash)
 	if err != nil {
+		release()
 		return err
-	}
-	if limited {
-		a.limits.signupsByAddr.record(addr.String(), time.Now())
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"user": u.json()})
 	return nil
