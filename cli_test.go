@@ -74,4 +74,3 @@ func TestRun_LogFormatJSON(t *testing.T) {
 		t.Fatalf("expected start and stop lines, got %q", lines)
 	}
 }
-
