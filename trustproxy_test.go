@@ -2,15 +2,15 @@ package main
 
 import (
 	"encoding/base64"
-	"path/filepath"
-
 	"fmt"
-	"golang.org/x/crypto/argon2"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/argon2"
 )
 
 func TestClientAddr_TrustsForwardedForOnlyFromProxies(t *testing.T) {
