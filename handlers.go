@@ -252,7 +252,7 @@ func canonicalHostPort(hostport, scheme string) string {
 	return hostport + ":80"
 }
 
-func (a *App) setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
+func setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    token,
@@ -260,7 +260,7 @@ func (a *App) setSessionCookie(w http.ResponseWriter, r *http.Request, token str
 		MaxAge:   maxAge,
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,
-		Secure:   a.servedOverTLS(r),
+		Secure:   r.TLS != nil,
 	})
 }
 
@@ -365,7 +365,7 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.presence.LoggedIn(acct.User)
-	a.setSessionCookie(w, r, token, int(sessionTTL/time.Second))
+	setSessionCookie(w, r, token, int(sessionTTL/time.Second))
 	writeJSON(w, http.StatusOK, map[string]any{"user": acct.User.json(), "token": token})
 	return nil
 }
@@ -394,7 +394,7 @@ func (a *App) handleLogout(w http.ResponseWriter, r *http.Request, s *Session) e
 		return err
 	}
 	a.presence.LoggedOut(s.User)
-	a.setSessionCookie(w, r, "", -1)
+	setSessionCookie(w, r, "", -1)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

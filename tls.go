@@ -280,17 +280,3 @@ func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.log.Info("TLS certificate reloaded", "file", c.cert)
 	return c.current, nil
 }
-
-// servedOverTLS reports whether the client reached the server over HTTPS:
-// directly, or through a trusted proxy that says so in X-Forwarded-Proto.
-// The session cookie is Secure then.
-func (a *App) servedOverTLS(r *http.Request) bool {
-	if r.TLS != nil {
-		return true
-	}
-	if !a.fromTrustedProxy(r) {
-		return false
-	}
-	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
-	return strings.EqualFold(strings.TrimSpace(proto), "https")
-}

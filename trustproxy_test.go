@@ -125,35 +125,3 @@ func TestRateLimitExempt_AppliesToForwardedClient(t *testing.T) {
 		t.Fatalf("other forwarded client: %d, want 429", got)
 	}
 }
-
-// TestCookie_SecureBehindTLSProxy: behind a trusted proxy that terminates
-// TLS (X-Forwarded-Proto: https) the session cookie is Secure; the same
-// header from anyone else changes nothing.
-func TestCookie_SecureBehindTLSProxy(t *testing.T) {
-	for _, c := range []struct {
-		trusted []netip.Prefix
-		proto   string
-		secure  bool
-	}{
-		{loopbackOnly, "https", true},
-		{loopbackOnly, "http", false},
-		{loopbackOnly, "", false},
-		{nil, "https", false},
-	} {
-		ts := newTestServer(t, func(cfg *Config) { cfg.TrustedProxies = c.trusted })
-		ts.admin("proxied password\n", "user", "add", "proxied")
-		body := `{"username":"proxied","password":"proxied password"}`
-		req, _ := http.NewRequest("POST", ts.url("/api/login"), strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if c.proto != "" {
-			req.Header.Set("X-Forwarded-Proto", c.proto)
-		}
-		resp, data := ts.anon().roundTrip(req)
-		if resp.StatusCode != http.StatusOK || len(resp.Cookies()) != 1 {
-			t.Fatalf("login: %d %s", resp.StatusCode, data)
-		}
-		if got := resp.Cookies()[0].Secure; got != c.secure {
-			t.Errorf("trusted %v, X-Forwarded-Proto %q: Secure %v, want %v", c.trusted, c.proto, got, c.secure)
-		}
-	}
-}
