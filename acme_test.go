@@ -142,7 +142,7 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 			dnsAddr := startLoopbackDNS(t)
 			plainAddr := freeLoopbackAddr(t)
 			dbPath := filepath.Join(t.TempDir(), "webim.db")
-			r := startRun(t, "-addr", "127.0.0.1:0", "-http-addr", plainAddr, "-db", dbPath,
+			r := runInProcess(t, "-addr", "127.0.0.1:0", "-http-addr", plainAddr, "-db", dbPath,
 				"-acme-domain", acmeTestDomain, "-acme-email", "admin@webim.test",
 				"-acme-ca", p.dirURL, "-acme-ca-root", p.rootFile, "-log-level", "debug")
 			tlsPort := port(t, r.addr)
@@ -176,6 +176,17 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 			// The certificate is cached beside the database for restarts.
 			if entries, err := os.ReadDir(dbPath + ".acme"); err != nil || len(entries) == 0 {
 				t.Fatalf("ACME cache %s.acme: %v, %d entries", dbPath, err, len(entries))
+			}
+			// Plain HTTP is redirected to the domain over HTTPS.
+			noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err = noFollow.Get("http://" + plainAddr + "/api/me?x=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := "https://" + acmeTestDomain + ":" + strconv.Itoa(port(t, r.addr)) + "/api/me?x=1"
+			if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != want {
+				t.Fatalf("plain HTTP: %d to %q, want 301 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
 			}
 			// A name outside -acme-domain gets no certificate.
 			conn, err := tls.Dial("tcp", r.addr, &tls.Config{RootCAs: p.roots(), ServerName: "other.webim.test"})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -58,8 +59,18 @@ func TestNewLogger_Formats(t *testing.T) {
 	}
 }
 
+func TestConfig_LogFormatFromEnvironment(t *testing.T) {
+	c, err := parseConfig(nil, func(k string) string { return map[string]string{"WEBIM_LOG_FORMAT": "json"}[k] }, io.Discard)
+	if err != nil || c.LogFormat != "json" {
+		t.Fatalf("WEBIM_LOG_FORMAT=json: %+v %v", c, err)
+	}
+	if c, _ := parseConfig(nil, func(string) string { return "" }, io.Discard); c.LogFormat != "text" {
+		t.Fatalf("default log format %q", c.LogFormat)
+	}
+}
+
 func TestRun_LogFormatJSON(t *testing.T) {
-	r := startRun(t, "-addr", "127.0.0.1:0", "-log-format", "json")
+	r := runInProcess(t, "-addr", "127.0.0.1:0", "-log-format", "json")
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -48,9 +48,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startRun runs the server with args (plus a temp -db unless given) until
+// runInProcess runs the server with args (plus a temp -db unless given) until
 // the test ends, and returns once it listens.
-func startRun(t *testing.T, args ...string) *running {
+func runInProcess(t *testing.T, args ...string) *running {
 	t.Helper()
 	if !strings.Contains(strings.Join(args, " "), "-db") {
 		args = append(args, "-db", filepath.Join(t.TempDir(), "webim.db"))
@@ -164,7 +164,7 @@ func httpsClient(pool *x509.CertPool) *http.Client {
 func TestTLS_CertFilesServeHTTPSAndRedirect(t *testing.T) {
 	certFile, keyFile, pool := writeSelfSigned(t, "127.0.0.1")
 	plainAddr := freeLoopbackAddr(t)
-	r := startRun(t, "-addr", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile, "-http-addr", plainAddr)
+	r := runInProcess(t, "-addr", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile, "-http-addr", plainAddr)
 	c := httpsClient(pool)
 
 	// A real handshake against the certificate from the files.
