@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -29,8 +30,7 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	LogLevel       string
 	// LogFormat is "text" or "json".
-	LogFormat   string
-	ShowVersion bool
+	LogFormat string
 
 	// TLS: a certificate from files, or one obtained by ACME (tls.go).
 	TLSCert, TLSKey string
@@ -47,6 +47,10 @@ type Config struct {
 	HTTPAddr string
 	// SignupClosed refuses POST /api/signup; accounts come from "webim user add".
 	SignupClosed bool
+	// PprofAddr, when set, serves net/http/pprof there (loopback only),
+	// for profiling under load; off by default.
+	PprofAddr   string
+	ShowVersion bool
 }
 
 // parseConfig reads flags, each falling back to its WEBIM_* variable, then to
@@ -78,6 +82,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.ACMEDirectory, "acme-ca", env("WEBIM_ACME_CA", ""), "ACME directory URL; default Let's Encrypt's production one (WEBIM_ACME_CA)")
 	fs.StringVar(&c.ACMERoot, "acme-ca-root", env("WEBIM_ACME_CA_ROOT", ""), "PEM file of roots to trust for the ACME server's own HTTPS, for a private CA (WEBIM_ACME_CA_ROOT)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("WEBIM_HTTP_ADDR", ""), "plain-HTTP listener redirecting to HTTPS and answering ACME challenges; default :80 with -acme-domain (WEBIM_HTTP_ADDR)")
+	fs.StringVar(&c.PprofAddr, "pprof", env("WEBIM_PPROF", ""), "serve Go profiling on this loopback address, e.g. 127.0.0.1:6060 (WEBIM_PPROF; off by default)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -116,6 +121,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return set[name] || getenv("WEBIM_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))) != ""
 	}); err != nil {
 		return c, err
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return c, fmt.Errorf("-pprof %q: want a loopback address such as 127.0.0.1:6060", c.PprofAddr)
+		}
 	}
 	return c, nil
 }

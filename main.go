@@ -109,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(app.BeginShutdown)
+	if cfg.PprofAddr != "" {
+		defer startPprof(cfg.PprofAddr, log).Close()
+	}
 	log.Info("webim listening", "addr", lns.main.Addr().String(), "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", cfg.DBPath, "version", version)
 	if ready != nil {
 		ready <- lns.main.Addr().String()
