@@ -59,6 +59,11 @@ var userCommands = map[string]userCommand{
 				if err := validateDisplayName(*display); err != nil {
 					return fmt.Errorf("-display %q: 1 to 64 printable characters", *display)
 				}
+				// Say so before asking for a password; the UNIQUE constraint
+				// still decides a race.
+				if _, err := s.AccountByName(ctx, name); err == nil {
+					return fmt.Errorf("user %s exists already", name)
+				}
 				hash, err := readNewPassword(ctx, env)
 				if err != nil {
 					return err

@@ -188,8 +188,8 @@ func storedFiles(t *testing.T, ts *testServer) int {
 func TestAdmin_DeleteUser(t *testing.T) {
 	ts := newTestServer(t)
 	alice := ts.userFromShell("alice", "alice password")
-	bob := ts.newUser("bob")
-	carol := ts.newUser("carol")
+	bob := ts.cheapUser("bob")
+	carol := ts.cheapUser("carol")
 	befriend(alice, bob)
 	carol.mustDo("POST", "/api/friends/alice/request", nil, http.StatusCreated)
 	bob.mustDo("POST", "/api/blocks/"+carol.username, nil, http.StatusOK)
@@ -260,12 +260,12 @@ func TestAdmin_DeleteUser(t *testing.T) {
 		}
 	}
 	// The name is free again.
-	ts.userFromShell("alice", "new alice password")
+	ts.admin("new alice password\n", "user", "add", "alice")
 }
 
 func TestAdmin_Stats(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	alice, bob := ts.cheapUser("alice"), ts.cheapUser("bob")
 	befriend(alice, bob)
 	alice.send(bob, "one")
 	bob.uploadTo(alice, "f.txt", "12345")

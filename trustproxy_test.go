@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -56,13 +57,30 @@ func newLoginLimitServer(t *testing.T, opts ...func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	salt := []byte("0123456789abcdef")
-	key := argon2.IDKey([]byte("x"), salt, 1, 8, 1, argonKeyLen)
-	b64 := base64.RawStdEncoding
-	app.hasher.dummy = fmt.Sprintf("$argon2id$v=%d$m=8,t=1,p=1$%s$%s", argon2.Version, b64.EncodeToString(salt), b64.EncodeToString(key))
+	app.hasher.dummy = cheapPHC("x")
 	ts := &testServer{t: t, cfg: cfg, app: app, srv: httptest.NewServer(app.Handler())}
 	t.Cleanup(ts.close)
 	return ts
+}
+
+// cheapPHC is an argon2id hash of password with tiny parameters: valid for
+// verify, and fast under -race.
+func cheapPHC(password string) string {
+	salt := []byte("0123456789abcdef")
+	key := argon2.IDKey([]byte(password), salt, 1, 8, 1, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=8,t=1,p=1$%s$%s", argon2.Version, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// cheapUser stores a fresh user with a cheap hash and logs it in.
+func (ts *testServer) cheapUser(prefix string) *client {
+	ts.t.Helper()
+	c := &client{ts: ts, t: ts.t, username: uniqueName(prefix), password: "cheap password"}
+	if _, err := ts.app.store.CreateUser(context.Background(), c.username, c.username, cheapPHC(c.password)); err != nil {
+		ts.t.Fatal(err)
+	}
+	c.login()
+	return c
 }
 
 // failLogins makes n failed logins as the client at xff (no header if
