@@ -190,20 +190,28 @@ func runUser(ctx context.Context, args []string, env cmdEnv) error {
 		fmt.Fprintf(env.stderr, "Usage: webim user %s [flags] %s\n%s.\n\nFlags:\n", name, sub.args, capitalize(sub.summary))
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelpShown
+	// Flags may come before or after NAME ("user add alice -display A").
+	var pos []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelpShown
+			}
+			return err
 		}
-		return err
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
 	want := 0
 	if sub.args != "" {
 		want = 1
 	}
-	if fs.NArg() != want {
+	if len(pos) != want {
 		fs.Usage()
 		if want == 0 {
-			return fmt.Errorf("user %s: unexpected argument %q", name, fs.Arg(0))
+			return fmt.Errorf("user %s: unexpected argument %q", name, pos[0])
 		}
 		return fmt.Errorf("user %s: want one user NAME", name)
 	}
@@ -215,9 +223,9 @@ func runUser(ctx context.Context, args []string, env cmdEnv) error {
 	if name == "list" {
 		return listUsers(ctx, s, env)
 	}
-	username, err := normalizeUsername(fs.Arg(0))
+	username, err := normalizeUsername(pos[0])
 	if err != nil {
-		return fmt.Errorf("user %s %q: a username is 3 to 32 characters of a-z, 0-9, _ . -", name, fs.Arg(0))
+		return fmt.Errorf("user %s %q: a username is 3 to 32 characters of a-z, 0-9, _ . -", name, pos[0])
 	}
 	err = act(ctx, s, username, env)
 	if errors.Is(err, errNoSuchUser) {

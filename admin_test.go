@@ -68,7 +68,7 @@ func (c *client) waitUnauthorized(within time.Duration) {
 
 func TestAdmin_AddListDisableEnablePasswd(t *testing.T) {
 	ts := newTestServer(t)
-	if out := ts.admin("first password\n", "user", "add", "-display", "Alice A.", "Alice"); !strings.Contains(out, "added user alice") {
+	if out := ts.admin("first password\n", "user", "add", "Alice", "-display", "Alice A."); !strings.Contains(out, "added user alice") {
 		t.Fatalf("user add said %q", out)
 	}
 	alice := &client{ts: ts, t: t, username: "alice", password: "first password"}

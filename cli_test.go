@@ -34,7 +34,7 @@ func TestRun_HelpExitsCleanly(t *testing.T) {
 	if !errors.Is(err, errHelpShown) || exitCode(err) != 0 {
 		t.Fatalf("-h: %v (exit %d)", err, exitCode(err))
 	}
-	for _, f := range []string{"-tls-cert", "-acme-domain", "-http-addr", "-log-format", "-signup"} {
+	for _, f := range []string{"-tls-cert", "-acme-domain", "-http-addr", "-log-format", "-signup", "webim user ...", "webim stats ..."} {
 		if !strings.Contains(stderr, f) {
 			t.Errorf("-h does not mention %s", f)
 		}

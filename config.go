@@ -58,6 +58,11 @@ type Config struct {
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("webim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		printCommands(stderr)
+		fmt.Fprintln(stderr, "\nFlags of the server:")
+		fs.PrintDefaults()
+	}
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v

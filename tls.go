@@ -99,7 +99,10 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 		}
 		l.tls = m.TLSConfig()
 		l.tls.MinVersion = tls.VersionTLS12
-		plain = m.HTTPHandler(redirect)
+		if cfg.HTTPAddr != "" {
+			// Also offers HTTP-01, so only when something serves it.
+			plain = m.HTTPHandler(redirect)
+		}
 	}
 	if cfg.HTTPAddr != "" && plain != nil {
 		pln, err := net.Listen("tcp", cfg.HTTPAddr)
