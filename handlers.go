@@ -58,6 +58,7 @@ func (a *App) routes() http.Handler {
 	authed("GET /api/files/{id}", a.handleDownload)
 	authed("GET /api/poll", a.handlePoll)
 	authed("POST /api/clean", a.handleClean)
+	handle("GET /api/config", a.handleConfig)
 	handle("GET /api/health", a.handleHealth)
 	handle("GET /metrics", a.handleMetrics)
 	handle("GET /{$}", a.handlePage)
@@ -278,6 +279,9 @@ func (a *App) setSessionCookie(w http.ResponseWriter, r *http.Request, token str
 // --- accounts -----------------------------------------------------------------
 
 func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.SignupClosed {
+		return errSignupClosed
+	}
 	var req struct {
 		Username    *string `json:"username"`
 		Password    *string `json:"password"`
