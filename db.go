@@ -60,6 +60,9 @@ type Store struct {
 	// writeFault, when set (tests only), fails every write transaction at
 	// commit, as a full or read-only disk would.
 	writeFault atomic.Pointer[error]
+
+	// queued counts uncleaned messages over all queues, for /metrics.
+	queued atomic.Int64
 }
 
 const maxOpsPerTx = 1000
@@ -126,6 +129,13 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		s.read.Close()
 		return nil, err
 	}
+	var queued int64
+	if err := read.QueryRow(`SELECT count(*) FROM queue WHERE kind = ?`, kindMessage).Scan(&queued); err != nil {
+		s.write.Close()
+		s.read.Close()
+		return nil, err
+	}
+	s.queued.Store(queued)
 	if err := s.removeOrphanFiles(); err != nil {
 		log.Warn("could not sweep orphan files", "err", err)
 	}
@@ -209,6 +219,11 @@ type writeOp struct {
 	fn   func(tx *writeTx) error
 	err  error
 	done chan struct{} // nil for fire-and-forget ops
+	// lean ops run without a savepoint: they promise to return client
+	// errors only before their first write, so any other error of theirs
+	// fails the whole batch. Sends are lean; a savepoint pair per message
+	// costs more than the message's own rows.
+	lean bool
 }
 
 // writeTx is what an op sees: the transaction plus the effects to apply
@@ -220,11 +235,46 @@ type writeTx struct {
 	now   time.Time
 	stmts map[string]*sql.Stmt
 
+	cache *writerCache
+
 	woken    []int64  // users whose queues got events
 	after    []func() // effects of committed ops
-	opWoken  int      // len(woken) when the current op began
-	opAfter  int
 	fileGone []string // storage names to unlink after commit
+	// queuedDelta is the change in uncleaned messages over all queues.
+	queuedDelta int64
+	// touched are the users whose cached cursors the current op changed.
+	touched []int64
+}
+
+// writerCache is what the writer remembers between batches, so a send reads
+// nothing: users by name, whether two users may message each other, and each
+// queue's last seq and message count. Only the writer goroutine touches it.
+// It is emptied whenever it might be wrong: after a failed batch, and when
+// another process (an admin command) has written to the database.
+type writerCache struct {
+	users       map[string]User
+	mayMessage  map[[2]int64]error // nil: friends, no block
+	cursors     map[int64]*cursorState
+	dataVersion int64
+}
+
+func newWriterCache() *writerCache {
+	c := &writerCache{}
+	c.reset()
+	return c
+}
+
+func (c *writerCache) reset() {
+	c.users = map[string]User{}
+	c.mayMessage = map[[2]int64]error{}
+	c.cursors = map[int64]*cursorState{}
+}
+
+func pairKey(a, b int64) [2]int64 {
+	if a > b {
+		a, b = b, a
+	}
+	return [2]int64{a, b}
 }
 
 // do runs fn in the next group commit and waits until it is durable.
@@ -235,6 +285,17 @@ func (s *Store) do(ctx context.Context, fn func(tx *writeTx) error) error {
 	}
 	// The op runs even if the client goes away: it may already be committed,
 	// and its answer (201 or an error) must reflect what was stored.
+	<-op.done
+	return op.err
+}
+
+// doLean is do for an op that returns client errors only before its first
+// write (see writeOp.lean).
+func (s *Store) doLean(ctx context.Context, fn func(tx *writeTx) error) error {
+	op := &writeOp{fn: fn, done: make(chan struct{}), lean: true}
+	if !s.submit(op) {
+		return errShuttingDown
+	}
 	<-op.done
 	return op.err
 }
@@ -274,6 +335,7 @@ func (s *Store) runWriter() {
 	}
 	defer conn.Close()
 	stmts := map[string]*sql.Stmt{}
+	cache := newWriterCache()
 	defer func() {
 		for _, st := range stmts {
 			st.Close()
@@ -296,7 +358,7 @@ func (s *Store) runWriter() {
 		s.pending = append(s.pending[:0:0], s.pending[n:]...)
 		s.mu.Unlock()
 
-		s.runBatch(ctx, conn, stmts, batch)
+		s.runBatch(ctx, conn, stmts, cache, batch)
 		clear(batch)
 	}
 }
@@ -316,14 +378,31 @@ func (s *Store) failAllPending(err error) {
 }
 
 // runBatch commits batch in one transaction and then tells every op its fate.
-func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, batch []*writeOp) {
-	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts}
+func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, cache *writerCache, batch []*writeOp) {
+	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts, cache: cache}
 	commitErr := func() error {
 		if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 			return err
 		}
-		for _, op := range batch {
-			op.err = tx.runOp(op.fn)
+		// data_version changes when another connection has committed:
+		// an admin command may have changed what the cache remembers.
+		var version int64
+		if err := tx.queryRow("PRAGMA data_version").Scan(&version); err != nil {
+			return err
+		}
+		if version != cache.dataVersion {
+			cache.reset()
+			cache.dataVersion = version
+		}
+		for i, op := range batch {
+			if err := tx.runOp(op); err != nil {
+				// The transaction may be gone (SQLite rolls back by itself on
+				// a full disk, for one); nothing after this op can be trusted.
+				for _, rest := range batch[i+1:] {
+					rest.err = err
+				}
+				return err
+			}
 		}
 		if fault := s.writeFault.Load(); fault != nil {
 			return *fault
@@ -335,13 +414,15 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction") {
 			s.log.Error("rollback failed", "err", err)
 		}
+		cache.reset()
 		s.log.Error("write transaction failed", "ops", len(batch), "err", commitErr)
 		for _, op := range batch {
-			if op.err == nil || !isClientError(op.err) {
+			if op.err == nil || !isClientError(op.err) || errors.Is(op.err, errStorage) {
 				op.err = storageError(commitErr)
 			}
 		}
 	} else {
+		s.queued.Add(tx.queuedDelta)
 		for _, f := range tx.after {
 			f()
 		}
@@ -373,23 +454,42 @@ func storageError(err error) error {
 	return fmt.Errorf("%w: %w", errStorage, err)
 }
 
-func (tx *writeTx) runOp(fn func(tx *writeTx) error) error {
-	tx.opWoken, tx.opAfter = len(tx.woken), len(tx.after)
-	gone := len(tx.fileGone)
+// runOp runs one op. A client error undoes the op alone (its savepoint, or
+// for a lean op nothing was written) and is the op's answer; any other error
+// is returned, failing the batch.
+func (tx *writeTx) runOp(op *writeOp) error {
+	woken, after, gone, delta := len(tx.woken), len(tx.after), len(tx.fileGone), tx.queuedDelta
+	tx.touched = tx.touched[:0]
+	undo := func() {
+		tx.woken, tx.after, tx.fileGone, tx.queuedDelta = tx.woken[:woken], tx.after[:after], tx.fileGone[:gone], delta
+		for _, u := range tx.touched {
+			delete(tx.cache.cursors, u)
+		}
+	}
+	if op.lean {
+		err := op.fn(tx)
+		if err != nil {
+			undo()
+			if !isClientError(err) {
+				return err
+			}
+			op.err = err
+		}
+		return nil
+	}
 	if _, err := tx.conn.ExecContext(tx.ctx, "SAVEPOINT op"); err != nil {
 		return err
 	}
-	err := fn(tx)
+	err := op.fn(tx)
 	if err != nil {
+		undo()
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
-			err = errors.Join(err, rbErr)
+			return errors.Join(err, rbErr)
 		}
-		tx.woken, tx.after, tx.fileGone = tx.woken[:tx.opWoken], tx.after[:tx.opAfter], tx.fileGone[:gone]
+		op.err = err
 	}
-	if _, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op"); relErr != nil && err == nil {
-		err = relErr
-	}
-	return err
+	_, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op")
+	return relErr
 }
 
 // wakeUser marks user's queue as changed by this op.
