@@ -39,12 +39,14 @@ trap stop EXIT INT TERM
 lg() { # lg NAME ARGS...: one loadgen run, JSON into OUT/NAME.json
 	name=$1
 	shift
+	echo "$name: $(cat /proc/loadavg)" >>"$OUT/loadavg.txt"
 	"$OUT/loadgen" -url $URL -pid "$PID" -token-cache "$OUT/tokens.json" -json "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" ||
 		echo "FAILED: $name (see $OUT/$name.log)" >&2
 }
 
 for r in $(seq "$ROUNDS"); do
 	echo "round $r: limits" >&2
+	echo "limits-$r: $(cat /proc/loadavg)" >>"$OUT/loadavg.txt"
 	(cd "$OUT" && "$OUT/limits" -dir "$OUT" -duration 3s -conc 200 -held 5000 -json >"$OUT/limits-$r.json" 2>"$OUT/limits-$r.log")
 	start
 	echo "round $r: throughput" >&2
