@@ -63,6 +63,8 @@ type Store struct {
 
 	// queued counts uncleaned messages over all queues, for /metrics.
 	queued atomic.Int64
+	// tails answers caught-up polls from memory.
+	tails *tails
 }
 
 const maxOpsPerTx = 1000
@@ -110,6 +112,7 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		wake:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 		onCommit: func([]int64) {},
+		tails:    newTails(),
 		isOnline: func(int64) bool { return false },
 	}
 	if err := s.setup(); err != nil {
@@ -240,6 +243,8 @@ type writeTx struct {
 	woken    []int64  // users whose queues got events
 	after    []func() // effects of committed ops
 	fileGone []string // storage names to unlink after commit
+	// tailChanges update the in-memory tails once the batch commits.
+	tailChanges []func(*tails)
 	// queuedDelta is the change in uncleaned messages over all queues.
 	queuedDelta int64
 	// touched are the users whose cached cursors the current op changed.
@@ -392,6 +397,7 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		}
 		if version != cache.dataVersion {
 			cache.reset()
+			s.tails.reset()
 			cache.dataVersion = version
 		}
 		for i, op := range batch {
@@ -415,6 +421,7 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 			s.log.Error("rollback failed", "err", err)
 		}
 		cache.reset()
+		s.tails.reset()
 		s.log.Error("write transaction failed", "ops", len(batch), "err", commitErr)
 		for _, op := range batch {
 			if op.err == nil || !isClientError(op.err) || errors.Is(op.err, errStorage) {
@@ -423,6 +430,7 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		}
 	} else {
 		s.queued.Add(tx.queuedDelta)
+		s.tails.apply(tx.tailChanges)
 		for _, f := range tx.after {
 			f()
 		}
@@ -458,10 +466,11 @@ func storageError(err error) error {
 // for a lean op nothing was written) and is the op's answer; any other error
 // is returned, failing the batch.
 func (tx *writeTx) runOp(op *writeOp) error {
-	woken, after, gone, delta := len(tx.woken), len(tx.after), len(tx.fileGone), tx.queuedDelta
+	woken, after, gone, delta, tailed := len(tx.woken), len(tx.after), len(tx.fileGone), tx.queuedDelta, len(tx.tailChanges)
 	tx.touched = tx.touched[:0]
 	undo := func() {
 		tx.woken, tx.after, tx.fileGone, tx.queuedDelta = tx.woken[:woken], tx.after[:after], tx.fileGone[:gone], delta
+		tx.tailChanges = tx.tailChanges[:tailed]
 		for _, u := range tx.touched {
 			delete(tx.cache.cursors, u)
 		}
@@ -494,6 +503,9 @@ func (tx *writeTx) runOp(op *writeOp) error {
 
 // wakeUser marks user's queue as changed by this op.
 func (tx *writeTx) wakeUser(id int64) { tx.woken = append(tx.woken, id) }
+
+// tail queues a change to the in-memory tails, made after the commit.
+func (tx *writeTx) tail(f func(*tails)) { tx.tailChanges = append(tx.tailChanges, f) }
 
 // onCommit runs f after the batch commits, if this op's changes stand.
 func (tx *writeTx) onCommit(f func()) { tx.after = append(tx.after, f) }

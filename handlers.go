@@ -801,7 +801,7 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		// Take the wake-up channel before reading, so a commit in between
 		// is not missed.
 		woken, release := a.notifier.wait(s.User.ID)
-		events, err := a.store.EventsAfter(ctx, s.User.ID, cursor, maxPollBatch)
+		events, err := a.pollEvents(ctx, s.User.ID, cursor)
 		if err != nil {
 			release()
 			if ctx.Err() != nil {
@@ -834,6 +834,20 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		release()
 		return a.answerEmptyOrEnded(w, r, s, cursor)
 	}
+}
+
+// pollEvents reads the events after cursor: from the in-memory tail when the
+// client is caught up, else from the database (asking for a tail to be
+// kept from now on).
+func (a *App) pollEvents(ctx context.Context, user, cursor int64) ([]Event, error) {
+	if events, ok := a.store.RecentEvents(user, cursor, maxPollBatch); ok {
+		return events, nil
+	}
+	events, err := a.store.EventsAfter(ctx, user, cursor, maxPollBatch)
+	if err == nil && len(events) < maxPollBatch {
+		a.store.RequestTail(user)
+	}
+	return events, err
 }
 
 // answerEmptyOrEnded answers a poll with nothing new: for a session that a

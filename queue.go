@@ -172,6 +172,12 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 		if file != nil {
 			msg.File = &FileInfo{ID: fileID.Int64, Name: file.Name, Size: file.Size, ContentType: file.ContentType, URL: fileURL(fileID.Int64)}
 		}
+		shared := msg // one immutable copy for both tails
+		rid, sid := recipient.ID, sender.ID
+		tx.tail(func(t *tails) {
+			t.add(rid, Event{Seq: recipientSeq, Type: "message", At: shared.SentAt, Message: &shared})
+			t.add(sid, Event{Seq: senderSeq, Type: "message", At: shared.SentAt, Message: &shared})
+		})
 		created = true
 		return nil
 	})
@@ -264,10 +270,17 @@ func (tx *writeTx) addNotice(user int64, kind int, who userJSON) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, payload, at) VALUES (?, ?, ?, ?, ?)`,
-		user, tx.nextSeq(c), kind, string(payload), unixMilli(tx.now)); err != nil {
+	userJSON, err := json.Marshal(who)
+	if err != nil {
 		return err
 	}
+	seq, at := tx.nextSeq(c), unixMilli(tx.now)
+	if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, payload, at) VALUES (?, ?, ?, ?, ?)`,
+		user, seq, kind, string(payload), at); err != nil {
+		return err
+	}
+	e := Event{Seq: seq, Type: kindNames[kind], At: apiTime(fromMilli(at)), User: userJSON}
+	tx.tail(func(t *tails) { t.add(user, e) })
 	tx.wakeUser(user)
 	return nil
 }
@@ -283,7 +296,42 @@ func (tx *writeTx) dropNotices(user int64) error {
 		return err
 	}
 	_, err = tx.exec(`DELETE FROM queue WHERE user_id = ? AND kind <> ?`, user, kindMessage)
+	tx.tail(func(t *tails) { t.removeNotices(user) })
 	return err
+}
+
+// forgetTail drops user's in-memory tail (they went offline).
+func (tx *writeTx) forgetTail(user int64) { tx.tail(func(t *tails) { t.forget(user) }) }
+
+// RequestTail asks the writer to start keeping user's tail in memory, so
+// their caught-up polls stop reading the database. The tail's base is the
+// queue's last seq after the commit that makes it: everything up to there
+// is in the database, everything after will be added.
+func (s *Store) RequestTail(user int64) {
+	if !s.tails.request(user) {
+		return
+	}
+	s.goDo(func(tx *writeTx) error {
+		if _, err := tx.cursor(user); err != nil {
+			return err
+		}
+		cache := tx.cache
+		tx.tail(func(t *tails) {
+			// Read the cursor at apply time: a later op of the batch may
+			// have replaced the cached one.
+			if c := cache.cursors[user]; c != nil {
+				t.create(user, c.lastSeq)
+			} else {
+				delete(t.pending, user)
+			}
+		})
+		return nil
+	})
+}
+
+// RecentEvents answers a poll from memory when it can (see tails).
+func (s *Store) RecentEvents(user, cursor int64, limit int) ([]Event, bool) {
+	return s.tails.read(user, cursor, limit)
 }
 
 // EventsAfter returns up to limit events of user's queue with seq > cursor,
@@ -396,6 +444,7 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 		}
 		c.queued -= removed
 		tx.touched = append(tx.touched, user)
+		tx.tail(func(t *tails) { t.removeUpTo(user, upto) })
 		tx.queuedDelta -= removed
 		return nil
 	})
