@@ -20,7 +20,7 @@ go build -o "$OUT/limits" ./cmd/limits
 
 PID=
 start() {
-	"$OUT/webim" -addr $ADDR -db "$OUT/webim.db" -rate-limit-exempt 127.0.0.0/8 >>"$OUT/server.log" 2>&1 &
+	"$OUT/webim" -addr $ADDR "$@" -db "$OUT/webim.db" -rate-limit-exempt 127.0.0.0/8 >>"$OUT/server.log" 2>&1 &
 	PID=$!
 	for _ in $(seq 100); do
 		curl -sf $URL/api/health >/dev/null && return 0
@@ -63,3 +63,16 @@ for r in $(seq "$ROUNDS"); do
 	lg "idle-$r" -scenario idle -users "$IDLE" -duration 10s -setup-conc 8
 	stop
 done
+
+# A CPU profile of the server under the throughput scenario (-pprof).
+echo "profile: throughput with -pprof" >&2
+start -pprof 127.0.0.1:16161
+lg profile-throughput -scenario throughput -pairs 100 -duration 14s &
+LG=$!
+sleep 2
+curl -sf -o "$OUT/cpu.pprof" "http://127.0.0.1:16161/debug/pprof/profile?seconds=10"
+wait $LG
+stop
+go tool pprof -top -nodecount=40 "$OUT/webim" "$OUT/cpu.pprof" >"$OUT/pprof-top.txt" 2>/dev/null
+go tool pprof -top -cum -nodecount=80 "$OUT/webim" "$OUT/cpu.pprof" >"$OUT/pprof-cum.txt" 2>/dev/null
+echo "done: $OUT" >&2
