@@ -383,8 +383,6 @@ func (tb *tab) text(sel string) string {
 // jsq quotes s as a JavaScript string literal.
 func jsq(s string) string { return strconv.Quote(s) }
 
-const testPassword = "correct horse battery"
-
 // signUp creates an account from the sign-up form and waits for the chat.
 func (tb *tab) signUp(username, displayName string) {
 	tb.t.Helper()
