@@ -1025,6 +1025,31 @@ func TestBrowser(t *testing.T) {
 		alice.waitFor("bob is not a friend again", `document.querySelector('#message-input').disabled`)
 	})
 
+	// The page and its modules come with the security headers the page relies on.
+	t.Run("PageHeaders", func(t *testing.T) {
+		for path, ctype := range map[string]string{
+			"/":                 "text/html",
+			"/static/app.js":    "text/javascript",
+			"/static/api.js":    "text/javascript",
+			"/static/style.css": "text/css",
+		} {
+			res, err := http.Get(env.url + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), ctype) {
+				t.Errorf("GET %s: %d %q, want 200 %s", path, res.StatusCode, res.Header.Get("Content-Type"), ctype)
+			}
+			if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+				t.Errorf("GET %s: Content-Security-Policy %q", path, csp)
+			}
+			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("GET %s: no X-Content-Type-Options: nosniff", path)
+			}
+		}
+	})
+
 	// The layout fits a phone: nothing scrolls sideways at 390 px.
 	t.Run("PhoneWidth", func(t *testing.T) {
 		alice, bob := env.pair(t)
