@@ -535,6 +535,8 @@ func (tb *tab) screenshot(name string) {
 	}
 	ctx, cancel := context.WithTimeout(tb.ctx, browserWait)
 	defer cancel()
+	// A passing toast would hide part of the screen.
+	tb.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#toast').hidden = true`))
 	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		tb.t.Fatalf("%s: screenshot: %v", tb.who, err)
