@@ -743,7 +743,12 @@ func TestBrowser(t *testing.T) {
 		alice.waitMessage("new one", true)
 
 		alice.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#app-screen`)))
-		alice.waitFor("bob is listed again", fmt.Sprintf(`!!document.querySelector(%s)`, jsq(friendSel(bob.user))))
+		alice.waitFor("bob's last message is listed again",
+			fmt.Sprintf(`document.querySelector(%s)?.textContent === 'new one'`, jsq(friendSel(bob.user)+` .person-sub`)))
+		// It was read before the reload, and stays read.
+		if n := eval[int](alice, fmt.Sprintf(`document.querySelectorAll(%s).length`, jsq(friendSel(bob.user)+` [data-testid="unread-count"]`))); n != 0 {
+			t.Errorf("a message read before the reload counts as unread after it")
+		}
 		alice.open(bob.user)
 		alice.waitMessage("new one", true)
 		if got := alice.messageBodies(); len(got) != 1 || got[0] != "new one" {
