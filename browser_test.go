@@ -1032,6 +1032,37 @@ func TestBrowser(t *testing.T) {
 		alice.waitFor("bob is not a friend again", `document.querySelector('#message-input').disabled`)
 	})
 
+	// Two tabs of one session share its polls without a storm of requests,
+	// and both get the messages.
+	t.Run("TwoTabsOneSession", func(t *testing.T) {
+		alice, bob := env.pair(t)
+		ctx, cancel := chromedp.NewContext(alice.ctx) // a second tab, same cookies
+		t.Cleanup(cancel)
+		if err := chromedp.Do(ctx); err != nil {
+			t.Fatal(err)
+		}
+		alice2 := &tab{t: t, env: env, ctx: ctx, who: "alice-tab2", user: alice.user}
+		alice2.do(chromedp.Navigate(env.url), chromedp.WaitVisible(chromedp.CSS(`#app-screen`)))
+		alice2.waitFor("bob is listed", fmt.Sprintf(`!!document.querySelector(%s)`, jsq(friendSel(bob.user))))
+
+		token := alice.sessionToken()
+		before := env.tap.polls(token)
+		bob.open(alice.user)
+		for i := range 3 {
+			bob.send(fmt.Sprintf("to both tabs %d", i))
+		}
+		for _, tb := range []*tab{alice, alice2} {
+			tb.waitFor("the last message is listed",
+				fmt.Sprintf(`document.querySelector(%s)?.textContent === 'to both tabs 2'`, jsq(friendSel(bob.user)+` .person-sub`)))
+		}
+		time.Sleep(2 * time.Second) // a window in which to count polls
+		if n := env.tap.polls(token) - before; n > 30 {
+			t.Errorf("two tabs made %d polls in a few seconds: they fight over the session's poll", n)
+		} else {
+			t.Logf("two tabs made %d polls", n)
+		}
+	})
+
 	// The page and its modules come with the security headers the page relies on.
 	t.Run("PageHeaders", func(t *testing.T) {
 		for path, ctype := range map[string]string{
