@@ -7,9 +7,14 @@ package main
 //	go test -race -run Browser ./...
 //
 // Without Chromium the tests skip, unless CI is set: then they fail.
-// WEBIM_SCREENSHOTS=DIR writes screenshots of the chat screen (light, dark,
-// phone width) into DIR. Failure screenshots go to each test's ArtifactDir
-// (kept with `go test -artifacts`).
+// WEBIM_SCREENSHOTS=DIR writes screenshots into DIR: the chat screen in light
+// and dark mode (chat-light.png, chat-dark.png), at phone width
+// (chat-phone.png, list-phone-dark.png), sign-in, search, a friend request,
+// files and the block list. Failure screenshots go to each test's ArtifactDir
+// (kept with `go test -artifacts -outputdir DIR`).
+//
+// The tests also fail on any uncaught exception or Content-Security-Policy
+// error in a page.
 
 import (
 	"bytes"
@@ -766,7 +771,6 @@ func TestBrowser(t *testing.T) {
 	// 6. bob signs in from a third context: the second shows the notice and stops polling.
 	t.Run("SessionReplaced", func(t *testing.T) {
 		alice, bob := env.pair(t)
-		_ = alice
 		oldToken := bob.sessionToken()
 		bob.waitFor("bob's page is polling", `document.querySelector('#conn-status').hidden`)
 
