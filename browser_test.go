@@ -619,6 +619,13 @@ func TestBrowser(t *testing.T) {
 		)
 		stranger.waitFor("the log-in error is shown", `document.querySelector('#login-error').textContent === 'The username or password is wrong.'`)
 		stranger.screenshot("sign-in")
+		stranger.do(
+			chromedp.Click(chromedp.CSS(`#show-signup`)),
+			chromedp.SendKeys(chromedp.CSS(`#signup-username`), "No Spaces!"),
+			chromedp.SendKeys(chromedp.CSS(`#signup-password`), testPassword),
+			chromedp.Click(chromedp.CSS(`#signup-submit`)),
+		)
+		stranger.waitFor("the sign-up error is shown", `document.querySelector('#signup-error').textContent.startsWith('A username is 3 to 32 characters')`)
 
 		alice, bob := env.pairShots(t, true)
 		alice.waitPresence(bob.user, true)
