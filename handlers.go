@@ -432,7 +432,12 @@ func (a *App) handleUsers(w http.ResponseWriter, r *http.Request, s *Session) er
 	}
 	out := make([]userJSON, len(users))
 	for i, u := range users {
-		out[i] = u.json()
+		// Presence is the caller's to know for friends only (API.md).
+		if u.Friend {
+			out[i] = u.jsonWithPresence(a.presence.IsOnline(u.ID))
+		} else {
+			out[i] = u.json()
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil
