@@ -4,104 +4,130 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
+	"math/rand/v2"
+	"path/filepath"
 	"testing"
-	"time"
 )
 
-// checkPollsMatchDatabase polls c from every cursor up to past the end and
-// compares each answer with what the database itself holds: the in-memory
-// tail must never answer differently.
-func checkPollsMatchDatabase(t *testing.T, ts *testServer, c *client, id int64, what string) {
-	t.Helper()
-	last, err := ts.app.store.LastSeq(context.Background(), id)
+func TestTails_ReadAddTrim(t *testing.T) {
+	tl := newTails()
+	if _, ok := tl.read(1, 0, 10); ok {
+		t.Fatal("read of a missing tail claimed to know")
+	}
+	tl.apply([]func(*tails){func(t *tails) { t.create(1, 5) }})
+	if ev, ok := tl.read(1, 4, 10); ok {
+		t.Fatalf("cursor below the base answered %v", ev)
+	}
+	if ev, ok := tl.read(1, 5, 10); !ok || len(ev) != 0 {
+		t.Fatalf("caught-up read = %v, %v", ev, ok)
+	}
+	tl.apply([]func(*tails){func(t *tails) {
+		t.add(1, Event{Seq: 5}) // at the base: already in the database
+		for s := int64(6); s < 6+maxTailEvents+1; s++ {
+			t.add(1, Event{Seq: s, Message: &Message{}})
+		}
+	}})
+	ev, ok := tl.read(1, 5, 1000)
+	if ok {
+		t.Fatalf("after trimming, a read from the old base still answered %d events", len(ev))
+	}
+	tl.mu.Lock()
+	base, n := tl.byUser[1].base, len(tl.byUser[1].events)
+	tl.mu.Unlock()
+	ev, ok = tl.read(1, base, 1000)
+	if !ok || len(ev) != n || ev[0].Seq != base+1 {
+		t.Fatalf("read from base %d: ok=%v, %d events", base, ok, len(ev))
+	}
+	tl.apply([]func(*tails){func(t *tails) { t.removeUpTo(1, base+10) }})
+	if ev, _ := tl.read(1, base, 1000); len(ev) != n-10 || ev[0].Seq != base+11 {
+		t.Fatalf("after removeUpTo: %d events", len(ev))
+	}
+}
+
+// The tails are a cache of the queue table: whatever they answer must be
+// what the database answers. Random sends, notices, cleans and tail
+// requests, checked after every batch.
+func TestTails_AgreeWithDatabase(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenStore(filepath.Join(t.TempDir(), "t.db"), 1000, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every cursor near the end (where a tail answers), a sample before.
-	step := int64(3)
-	if raceEnabled {
-		step = 17
-	}
-	var cursors []int64
-	for cursor := int64(0); cursor < last-12; cursor += step {
-		cursors = append(cursors, cursor)
-	}
-	for cursor := max(0, last-12); cursor <= last+1; cursor++ {
-		cursors = append(cursors, cursor)
-	}
-	for _, cursor := range cursors {
-		_, _, raw := c.pollRaw(fmt.Sprintf("cursor=%d&timeout=0", cursor))
-		var got pollAnswer
-		json.Unmarshal(raw, &got)
-		want, err := ts.app.store.EventsAfter(context.Background(), id, cursor, maxPollBatch)
+	defer s.Close()
+	s.isOnline = func(int64) bool { return true }
+	var users []User
+	for i := 0; i < 4; i++ {
+		u, err := s.CreateUser(ctx, fmt.Sprintf("user%d", i), "U", "x")
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantCursor := cursor
-		if len(want) > 0 {
-			wantCursor = want[len(want)-1].Seq
-		}
-		g, _ := json.Marshal(got)
-		w, _ := json.Marshal(pollAnswer{Cursor: wantCursor, Events: want})
-		if string(g) != string(w) {
-			t.Fatalf("%s: poll from cursor %d answered\n%s\nthe database holds\n%s", what, cursor, g, w)
-		}
+		users = append(users, u)
 	}
-}
-
-func userID(t *testing.T, ts *testServer, name string) int64 {
-	t.Helper()
-	a, err := ts.app.store.AccountByName(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.ID
-}
-
-func TestPoll_InMemoryTailMatchesDatabase(t *testing.T) {
-	t.Parallel()
-	ts := newTestServer(t)
-	fr := ts.friends("alice", "bob")
-	alice, bob := fr[0], fr[1]
-	carol := ts.user("carol")
-	bobID := userID(t, ts, bob.username)
-
-	// bob polls caught up, so a tail is kept for him; then traffic of
-	// every kind arrives, more than a tail holds.
-	_, cursor := bob.drain(0)
-	bob.poll(cursor, 0)
-	eventually(t, 10*time.Second, "bob's tail", func() bool {
-		_, ok := ts.app.store.RecentEvents(bobID, cursor, 1)
-		return ok
-	})
-	for i := range 150 {
-		alice.send(bob, fmt.Sprint("a", i))
-		bob.send(alice, fmt.Sprint("b", i))
-		if i == 70 {
-			carol.mustDo("POST", "/api/friends/"+bob.username+"/request", nil, http.StatusCreated)
-			bob.mustFail("POST", "/api/friends/"+alice.username+"/request", nil, http.StatusConflict, "already_friends")
-		}
-		if i%40 == 0 {
-			_, cursor = bob.drain(cursor)
+	for i := range users {
+		for j := i + 1; j < len(users); j++ {
+			if _, _, err := s.RequestFriend(ctx, users[i], users[j].Username); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.AcceptFriend(ctx, users[j], users[i].Username); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	alice.uploadOK(bob, "f.png", "", pngBytes)
-	last, _ := ts.app.store.LastSeq(context.Background(), bobID)
-	if _, ok := ts.app.store.RecentEvents(bobID, last-5, 1); !ok {
-		t.Fatal("no tail answers bob's caught-up polls: the test would not test it")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := 0; step < 120; step++ {
+		a, b := users[rng.IntN(4)], users[rng.IntN(4)]
+		switch r := rng.IntN(10); {
+		case r < 6 && a.ID != b.ID:
+			if _, _, err := s.SendMessage(ctx, a, b.Username, fmt.Sprint("m", step), "", nil); err != nil {
+				t.Fatal(err)
+			}
+		case r < 7:
+			last, _ := s.LastSeq(ctx, a.ID)
+			if _, err := s.Clean(ctx, a.ID, rng.Int64N(last+2)); err != nil {
+				t.Fatal(err)
+			}
+		case r < 8:
+			if err := s.do(ctx, func(tx *writeTx) error { return tx.addNotice(a.ID, kindPresence, b.json()) }); err != nil {
+				t.Fatal(err)
+			}
+		case r < 9:
+			if err := s.do(ctx, func(tx *writeTx) error { return tx.dropNotices(a.ID) }); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			s.RequestTail(a.ID)
+		}
+		for _, u := range users {
+			last, err := s.LastSeq(ctx, u.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The cursors a tail can answer: from its base up.
+			s.tails.mu.Lock()
+			from := last
+			if tl := s.tails.byUser[u.ID]; tl != nil {
+				from = tl.base
+			}
+			s.tails.mu.Unlock()
+			cursors := []int64{from, last}
+			for k := 0; k < 4 && last > from; k++ {
+				cursors = append(cursors, from+rng.Int64N(last-from))
+			}
+			for _, cursor := range cursors {
+				mem, ok := s.RecentEvents(u.ID, cursor, maxPollBatch)
+				if !ok {
+					continue
+				}
+				db, err := s.EventsAfter(ctx, u.ID, cursor, maxPollBatch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, _ := json.Marshal(mem)
+				d, _ := json.Marshal(db)
+				if string(m) != string(d) {
+					t.Fatalf("step %d, %s from %d:\n tail %s\n db   %s", step, u.Username, cursor, m, d)
+				}
+			}
+		}
 	}
-	checkPollsMatchDatabase(t, ts, bob, bobID, "after traffic")
-
-	// A partial clean, a notice, a replacing login (drops notices), more.
-	_, evs, _ := bob.pollRaw("cursor=0&timeout=0")
-	bob.clean(evs[60].Seq)
-	checkPollsMatchDatabase(t, ts, bob, bobID, "after a partial clean")
-	carol.mustDo("DELETE", "/api/friends/"+bob.username, nil, http.StatusNoContent)
-	bob.login()
-	alice.send(bob, "after login")
-	checkPollsMatchDatabase(t, ts, bob, bobID, "after a new login")
-	bob.clean(1 << 40)
-	alice.send(bob, "after cleaning all")
-	checkPollsMatchDatabase(t, ts, bob, bobID, "after cleaning everything")
 }
