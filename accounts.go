@@ -90,6 +90,18 @@ func (tx *writeTx) userByName(username string) (User, error) {
 	return u, err
 }
 
+// cachedUser is userByName remembered by the writer: names never change.
+func (tx *writeTx) cachedUser(username string) (User, error) {
+	if u, ok := tx.cache.users[username]; ok {
+		return u, nil
+	}
+	u, err := tx.userByName(username)
+	if err == nil {
+		tx.cache.users[username] = u
+	}
+	return u, err
+}
+
 // SearchUsers lists users whose username or display name starts with prefix
 // (case-insensitively), excluding the caller, ordered by username.
 func (s *Store) SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]User, error) {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -28,7 +29,10 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
 	TrustedProxies []netip.Prefix
 	LogLevel       string
-	ShowVersion    bool
+	// PprofAddr, when set, serves net/http/pprof there (loopback only),
+	// for profiling under load; off by default.
+	PprofAddr   string
+	ShowVersion bool
 }
 
 // parseConfig reads flags, each falling back to its WEBIM_* variable, then to
@@ -51,6 +55,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&exempt, "rate-limit-exempt", env("WEBIM_RATE_LIMIT_EXEMPT", ""), "comma-separated CIDRs exempt from rate limits (WEBIM_RATE_LIMIT_EXEMPT)")
 	fs.StringVar(&proxies, "trust-proxy", env("WEBIM_TRUST_PROXY", ""), "comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are trusted (WEBIM_TRUST_PROXY)")
 	fs.StringVar(&c.LogLevel, "log-level", env("WEBIM_LOG_LEVEL", "info"), "debug, info, warn or error (WEBIM_LOG_LEVEL)")
+	fs.StringVar(&c.PprofAddr, "pprof", env("WEBIM_PPROF", ""), "serve Go profiling on this loopback address, e.g. 127.0.0.1:6060 (WEBIM_PPROF; off by default)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -72,6 +77,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if c.TrustedProxies, err = parsePrefixes(proxies); err != nil {
 		return c, fmt.Errorf("-trust-proxy: %w", err)
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return c, fmt.Errorf("-pprof %q: want a loopback address such as 127.0.0.1:6060", c.PprofAddr)
+		}
 	}
 	return c, nil
 }

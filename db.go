@@ -60,6 +60,11 @@ type Store struct {
 	// writeFault, when set (tests only), fails every write transaction at
 	// commit, as a full or read-only disk would.
 	writeFault atomic.Pointer[error]
+
+	// queued counts uncleaned messages over all queues, for /metrics.
+	queued atomic.Int64
+	// tails answers caught-up polls from memory.
+	tails *tails
 }
 
 const maxOpsPerTx = 1000
@@ -107,6 +112,7 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		wake:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 		onCommit: func([]int64) {},
+		tails:    newTails(),
 		isOnline: func(int64) bool { return false },
 	}
 	if err := s.setup(); err != nil {
@@ -126,6 +132,13 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		s.read.Close()
 		return nil, err
 	}
+	var queued int64
+	if err := read.QueryRow(`SELECT count(*) FROM queue WHERE kind = ?`, kindMessage).Scan(&queued); err != nil {
+		s.write.Close()
+		s.read.Close()
+		return nil, err
+	}
+	s.queued.Store(queued)
 	if err := s.removeOrphanFiles(); err != nil {
 		log.Warn("could not sweep orphan files", "err", err)
 	}
@@ -209,6 +222,11 @@ type writeOp struct {
 	fn   func(tx *writeTx) error
 	err  error
 	done chan struct{} // nil for fire-and-forget ops
+	// lean ops run without a savepoint: they promise to return client
+	// errors only before their first write, so any other error of theirs
+	// fails the whole batch. Sends are lean; a savepoint pair per message
+	// costs more than the message's own rows.
+	lean bool
 }
 
 // writeTx is what an op sees: the transaction plus the effects to apply
@@ -220,15 +238,48 @@ type writeTx struct {
 	now   time.Time
 	stmts map[string]*sql.Stmt
 
+	cache *writerCache
+
 	woken    []int64  // users whose queues got events
 	after    []func() // effects of committed ops
-	opWoken  int      // len(woken) when the current op began
-	opAfter  int
 	fileGone []string // storage names to unlink after commit
-	// aborted is set when an op's failure took the whole transaction with
-	// it, as SQLite does on some I/O errors: no later op may run, since
-	// outside a transaction each SAVEPOINT would commit on its own.
-	aborted error
+	// tailChanges update the in-memory tails once the batch commits.
+	tailChanges []func(*tails)
+	// queuedDelta is the change in uncleaned messages over all queues.
+	queuedDelta int64
+	// touched are the users whose cached cursors the current op changed.
+	touched []int64
+}
+
+// writerCache is what the writer remembers between batches, so a send reads
+// nothing: users by name, whether two users may message each other, and each
+// queue's last seq and message count. Only the writer goroutine touches it.
+// It is emptied whenever it might be wrong: after a failed batch, and when
+// another process (an admin command) has written to the database.
+type writerCache struct {
+	users       map[string]User
+	mayMessage  map[[2]int64]error // nil: friends, no block
+	cursors     map[int64]*cursorState
+	dataVersion int64
+}
+
+func newWriterCache() *writerCache {
+	c := &writerCache{}
+	c.reset()
+	return c
+}
+
+func (c *writerCache) reset() {
+	c.users = map[string]User{}
+	c.mayMessage = map[[2]int64]error{}
+	c.cursors = map[int64]*cursorState{}
+}
+
+func pairKey(a, b int64) [2]int64 {
+	if a > b {
+		a, b = b, a
+	}
+	return [2]int64{a, b}
 }
 
 // do runs fn in the next group commit and waits until it is durable.
@@ -239,6 +290,17 @@ func (s *Store) do(ctx context.Context, fn func(tx *writeTx) error) error {
 	}
 	// The op runs even if the client goes away: it may already be committed,
 	// and its answer (201 or an error) must reflect what was stored.
+	<-op.done
+	return op.err
+}
+
+// doLean is do for an op that returns client errors only before its first
+// write (see writeOp.lean).
+func (s *Store) doLean(ctx context.Context, fn func(tx *writeTx) error) error {
+	op := &writeOp{fn: fn, done: make(chan struct{}), lean: true}
+	if !s.submit(op) {
+		return errShuttingDown
+	}
 	<-op.done
 	return op.err
 }
@@ -278,6 +340,7 @@ func (s *Store) runWriter() {
 	}
 	defer conn.Close()
 	stmts := map[string]*sql.Stmt{}
+	cache := newWriterCache()
 	defer func() {
 		for _, st := range stmts {
 			st.Close()
@@ -300,7 +363,7 @@ func (s *Store) runWriter() {
 		s.pending = append(s.pending[:0:0], s.pending[n:]...)
 		s.mu.Unlock()
 
-		s.runBatch(ctx, conn, stmts, batch)
+		s.runBatch(ctx, conn, stmts, cache, batch)
 		clear(batch)
 	}
 }
@@ -320,20 +383,32 @@ func (s *Store) failAllPending(err error) {
 }
 
 // runBatch commits batch in one transaction and then tells every op its fate.
-func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, batch []*writeOp) {
-	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts}
+func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, cache *writerCache, batch []*writeOp) {
+	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts, cache: cache}
 	commitErr := func() error {
 		if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 			return err
 		}
-		for _, op := range batch {
-			if tx.aborted != nil {
-				break // the rest are answered with the batch's failure
-			}
-			op.err = tx.runOp(op.fn)
+		// data_version changes when another connection has committed:
+		// an admin command may have changed what the cache remembers.
+		var version int64
+		if err := tx.queryRow("PRAGMA data_version").Scan(&version); err != nil {
+			return err
 		}
-		if tx.aborted != nil {
-			return tx.aborted
+		if version != cache.dataVersion {
+			cache.reset()
+			s.tails.reset()
+			cache.dataVersion = version
+		}
+		for i, op := range batch {
+			if err := tx.runOp(op); err != nil {
+				// The transaction may be gone (SQLite rolls back by itself on
+				// a full disk, for one); nothing after this op can be trusted.
+				for _, rest := range batch[i+1:] {
+					rest.err = err
+				}
+				return err
+			}
 		}
 		if fault := s.writeFault.Load(); fault != nil {
 			return *fault
@@ -345,13 +420,17 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction") {
 			s.log.Error("rollback failed", "err", err)
 		}
+		cache.reset()
+		s.tails.reset()
 		s.log.Error("write transaction failed", "ops", len(batch), "err", commitErr)
 		for _, op := range batch {
-			if op.err == nil || !isClientError(op.err) {
+			if op.err == nil || !isClientError(op.err) || errors.Is(op.err, errStorage) {
 				op.err = storageError(commitErr)
 			}
 		}
 	} else {
+		s.queued.Add(tx.queuedDelta)
+		s.tails.apply(tx.tailChanges)
 		for _, f := range tx.after {
 			f()
 		}
@@ -402,30 +481,50 @@ func storageError(err error) error {
 	return fmt.Errorf("%w: %w", errStorage, err)
 }
 
-func (tx *writeTx) runOp(fn func(tx *writeTx) error) error {
-	tx.opWoken, tx.opAfter = len(tx.woken), len(tx.after)
-	gone := len(tx.fileGone)
+// runOp runs one op. A client error undoes the op alone (its savepoint, or
+// for a lean op nothing was written) and is the op's answer; any other error
+// is returned, failing the batch.
+func (tx *writeTx) runOp(op *writeOp) error {
+	woken, after, gone, delta, tailed := len(tx.woken), len(tx.after), len(tx.fileGone), tx.queuedDelta, len(tx.tailChanges)
+	tx.touched = tx.touched[:0]
+	undo := func() {
+		tx.woken, tx.after, tx.fileGone, tx.queuedDelta = tx.woken[:woken], tx.after[:after], tx.fileGone[:gone], delta
+		tx.tailChanges = tx.tailChanges[:tailed]
+		for _, u := range tx.touched {
+			delete(tx.cache.cursors, u)
+		}
+	}
+	if op.lean {
+		err := op.fn(tx)
+		if err != nil {
+			undo()
+			if !isClientError(err) {
+				return err
+			}
+			op.err = err
+		}
+		return nil
+	}
 	if _, err := tx.conn.ExecContext(tx.ctx, "SAVEPOINT op"); err != nil {
 		return err
 	}
-	err := fn(tx)
+	err := op.fn(tx)
 	if err != nil {
+		undo()
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
-			// The savepoint is gone, so is the transaction.
-			err = errors.Join(err, rbErr)
-			tx.aborted = err
-			return err
+			return errors.Join(err, rbErr)
 		}
-		tx.woken, tx.after, tx.fileGone = tx.woken[:tx.opWoken], tx.after[:tx.opAfter], tx.fileGone[:gone]
+		op.err = err
 	}
-	if _, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op"); relErr != nil && err == nil {
-		err = relErr
-	}
-	return err
+	_, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op")
+	return relErr
 }
 
 // wakeUser marks user's queue as changed by this op.
 func (tx *writeTx) wakeUser(id int64) { tx.woken = append(tx.woken, id) }
+
+// tail queues a change to the in-memory tails, made after the commit.
+func (tx *writeTx) tail(f func(*tails)) { tx.tailChanges = append(tx.tailChanges, f) }
 
 // onCommit runs f after the batch commits, if this op's changes stand.
 func (tx *writeTx) onCommit(f func()) { tx.after = append(tx.after, f) }

@@ -807,7 +807,7 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		// Take the wake-up channel before reading, so a commit in between
 		// is not missed.
 		woken, release := a.notifier.wait(s.User.ID)
-		events, err := a.store.EventsAfter(ctx, s.User.ID, cursor, maxPollBatch)
+		events, err := a.pollEvents(ctx, s.User.ID, cursor)
 		if err != nil {
 			release()
 			if ctx.Err() != nil {
@@ -840,6 +840,20 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		release()
 		return a.answerEmptyOrEnded(w, r, s, cursor)
 	}
+}
+
+// pollEvents reads the events after cursor: from the in-memory tail when the
+// client is caught up, else from the database (asking for a tail to be
+// kept from now on).
+func (a *App) pollEvents(ctx context.Context, user, cursor int64) ([]Event, error) {
+	if events, ok := a.store.RecentEvents(user, cursor, maxPollBatch); ok {
+		return events, nil
+	}
+	events, err := a.store.EventsAfter(ctx, user, cursor, maxPollBatch)
+	if err == nil && len(events) < maxPollBatch {
+		a.store.RequestTail(user)
+	}
+	return events, err
 }
 
 // answerEmptyOrEnded answers a poll with nothing new: for a session that a
@@ -901,10 +915,7 @@ func (a *App) handleHealth(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
-	queued, err := a.store.QueuedMessages(r.Context())
-	if err != nil {
-		return err
-	}
+	queued := a.store.QueuedMessages()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	a.metrics.write(w, gauges{
 		onlineUsers:    a.presence.Online(),

@@ -110,6 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(app.BeginShutdown)
+	if cfg.PprofAddr != "" {
+		defer startPprof(cfg.PprofAddr, log).Close()
+	}
 	log.Info("webim listening", "addr", ln.Addr().String(), "db", cfg.DBPath, "version", version)
 	if ready != nil {
 		ready <- ln.Addr().String()

@@ -159,6 +159,7 @@ func (p *presence) setOnlineLocked(st *presenceState, online bool) {
 			}
 		}
 		if !online {
+			tx.forgetTail(u.ID)
 			return tx.dropNotices(u.ID)
 		}
 		return nil

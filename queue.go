@@ -78,29 +78,54 @@ type newFile struct {
 // created is false when clientMsgID repeats an earlier send, which is then
 // returned instead and nothing is stored.
 func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMsgID string, file *newFile) (msg Message, created bool, err error) {
-	err = s.do(ctx, func(tx *writeTx) error {
-		if clientMsgID != "" {
+	// A text send is lean (no savepoint): every refusal below comes before
+	// its first write. A file send writes its file row first, so it is not.
+	run := s.doLean
+	if file != nil {
+		run = s.do
+	}
+	err = run(ctx, func(tx *writeTx) error {
+		// A refused send may be the retry of one that was stored: then the
+		// stored one is the answer.
+		priorOr := func(refusal error) error {
+			if clientMsgID == "" {
+				return refusal
+			}
+			prior, found, err := tx.messageByClientID(sender.ID, clientMsgID)
+			if err != nil {
+				return err
+			}
+			if found {
+				msg = prior
+				return nil
+			}
+			return refusal
+		}
+		if file != nil && clientMsgID != "" {
 			prior, found, err := tx.messageByClientID(sender.ID, clientMsgID)
 			if err != nil || found {
 				msg = prior
 				return err
 			}
 		}
-		recipient, err := tx.userByName(to)
+		recipient, err := tx.cachedUser(to)
 		if err != nil {
-			return err
+			return priorOr(err)
 		}
 		if recipient.ID == sender.ID {
-			return errMessageSelf
+			return priorOr(errMessageSelf)
 		}
-		if err := tx.checkMayMessage(sender.ID, recipient.ID); err != nil {
-			return err
+		if err := tx.mayMessage(sender.ID, recipient.ID); err != nil {
+			return priorOr(err)
 		}
-		recipientSeq, err := tx.nextSeq(recipient.ID, true)
+		rc, err := tx.cursor(recipient.ID)
 		if err != nil {
 			return err
 		}
-		senderSeq, err := tx.nextSeq(sender.ID, false)
+		if rc.queued >= int64(tx.s.maxQueue) {
+			return priorOr(errQueueFull)
+		}
+		sc, err := tx.cursor(sender.ID)
 		if err != nil {
 			return err
 		}
@@ -118,62 +143,87 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 			cid = sql.NullString{String: clientMsgID, Valid: true}
 		}
 		sentAt := unixMilli(tx.now)
-		if err := tx.queryRow(`INSERT INTO messages
+		// The unique index on (sender_id, client_msg_id) decides a repeat:
+		// on conflict nothing is inserted and no row comes back.
+		err = tx.queryRow(`INSERT INTO messages
 			(sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2) RETURNING id`,
-			sender.ID, recipient.ID, sender.Username, recipient.Username, body, sentAt, cid, fileID).Scan(&msg.ID); err != nil {
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2)
+			ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
+			RETURNING id`,
+			sender.ID, recipient.ID, sender.Username, recipient.Username, body, sentAt, cid, fileID).Scan(&msg.ID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return priorOr(errors.New("client_msg_id conflict but no prior message"))
+		}
+		if err != nil {
 			return err
 		}
-		for _, q := range [2]struct{ user, seq int64 }{{recipient.ID, recipientSeq}, {sender.ID, senderSeq}} {
-			if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?)`,
-				q.user, q.seq, kindMessage, msg.ID, sentAt); err != nil {
-				return err
-			}
-			tx.wakeUser(q.user)
+		recipientSeq, senderSeq := tx.nextSeq(rc), tx.nextSeq(sc)
+		if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
+			recipient.ID, recipientSeq, kindMessage, msg.ID, sentAt,
+			sender.ID, senderSeq, kindMessage, msg.ID, sentAt); err != nil {
+			return err
 		}
+		rc.queued++
+		sc.queued++
+		tx.queuedDelta += 2
+		tx.wakeUser(recipient.ID)
+		tx.wakeUser(sender.ID)
 		msg.From, msg.To, msg.Body, msg.SentAt = sender.Username, recipient.Username, body, apiTime(fromMilli(sentAt))
 		if file != nil {
 			msg.File = &FileInfo{ID: fileID.Int64, Name: file.Name, Size: file.Size, ContentType: file.ContentType, URL: fileURL(fileID.Int64)}
 		}
+		shared := msg // one immutable copy for both tails
+		rid, sid := recipient.ID, sender.ID
+		tx.tail(func(t *tails) {
+			t.add(rid, Event{Seq: recipientSeq, Type: "message", At: shared.SentAt, Message: &shared})
+			t.add(sid, Event{Seq: senderSeq, Type: "message", At: shared.SentAt, Message: &shared})
+		})
 		created = true
 		return nil
 	})
 	return msg, created, err
 }
 
-// nextSeq hands out the next seq of user's queue. For a message into a queue
-// that counts against the cap (capped), it fails with errQueueFull when the
-// queue already holds maxQueue uncleaned messages; the op's savepoint then
-// undoes the increment.
-func (tx *writeTx) nextSeq(user int64, capped bool) (int64, error) {
-	var seq, queued int64
-	if capped {
-		// Refuse before writing anything: a refused send that had touched a
-		// page (even one the savepoint restores) would still cost a WAL
-		// frame and an fsync, so a flood into a full queue grew the file.
-		err := tx.queryRow(`SELECT queued FROM cursors WHERE user_id = ?`, user).Scan(&queued)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, errNoSuchUser
-		}
-		if err != nil {
-			return 0, err
-		}
-		if queued >= int64(tx.s.maxQueue) {
-			return 0, errQueueFull
-		}
+// cursorState is the writer's view of one queue: the last seq handed out and
+// how many uncleaned messages it holds (the cap counts them).
+type cursorState struct {
+	user    int64
+	lastSeq int64
+	queued  int64
+}
+
+// cursor returns user's queue state, reading it once per writer lifetime.
+func (tx *writeTx) cursor(user int64) (*cursorState, error) {
+	if c := tx.cache.cursors[user]; c != nil {
+		return c, nil
 	}
-	err := tx.queryRow(`UPDATE cursors SET last_seq = last_seq + 1, queued = queued + 1
-		WHERE user_id = ? RETURNING last_seq, queued`, user).Scan(&seq, &queued)
+	c := &cursorState{user: user}
+	err := tx.queryRow(`SELECT max(c.last_seq, coalesce((SELECT max(seq) FROM queue WHERE user_id = ?1), 0)),
+		(SELECT count(*) FROM queue WHERE user_id = ?1 AND kind = 1)
+		FROM cursors c WHERE c.user_id = ?1`, user).Scan(&c.lastSeq, &c.queued)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, errNoSuchUser
+		return nil, errNoSuchUser
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if capped && queued > int64(tx.s.maxQueue) {
-		return 0, errQueueFull
-	}
-	return seq, nil
+	tx.cache.cursors[user] = c
+	return c, nil
+}
+
+// nextSeq hands out the next seq of c's queue. Should the op fail, its
+// touched cursors are dropped from the cache and read again.
+func (tx *writeTx) nextSeq(c *cursorState) int64 {
+	c.lastSeq++
+	tx.touched = append(tx.touched, c.user)
+	return c.lastSeq
+}
+
+// saveLastSeq writes c's last seq to its cursor row, before queue rows that
+// may hold it are deleted.
+func (tx *writeTx) saveLastSeq(c *cursorState) error {
+	_, err := tx.exec(`UPDATE cursors SET last_seq = max(last_seq, ?) WHERE user_id = ?`, c.lastSeq, c.user)
+	return err
 }
 
 func (tx *writeTx) messageByClientID(sender int64, clientMsgID string) (Message, bool, error) {
@@ -216,14 +266,21 @@ func (tx *writeTx) addNotice(user int64, kind int, who userJSON) error {
 	if err != nil {
 		return err
 	}
-	var seq int64
-	if err := tx.queryRow(`UPDATE cursors SET last_seq = last_seq + 1 WHERE user_id = ? RETURNING last_seq`, user).Scan(&seq); err != nil {
+	c, err := tx.cursor(user)
+	if err != nil {
 		return err
 	}
+	userJSON, err := json.Marshal(who)
+	if err != nil {
+		return err
+	}
+	seq, at := tx.nextSeq(c), unixMilli(tx.now)
 	if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, payload, at) VALUES (?, ?, ?, ?, ?)`,
-		user, seq, kind, string(payload), unixMilli(tx.now)); err != nil {
+		user, seq, kind, string(payload), at); err != nil {
 		return err
 	}
+	e := Event{Seq: seq, Type: kindNames[kind], At: apiTime(fromMilli(at)), User: userJSON}
+	tx.tail(func(t *tails) { t.add(user, e) })
 	tx.wakeUser(user)
 	return nil
 }
@@ -231,8 +288,50 @@ func (tx *writeTx) addNotice(user int64, kind int, who userJSON) error {
 // dropNotices removes user's transient events, which API.md lets go once the
 // user is offline or has logged in anew.
 func (tx *writeTx) dropNotices(user int64) error {
-	_, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND kind <> ?`, user, kindMessage)
+	c, err := tx.cursor(user)
+	if err != nil {
+		return err
+	}
+	if err := tx.saveLastSeq(c); err != nil {
+		return err
+	}
+	_, err = tx.exec(`DELETE FROM queue WHERE user_id = ? AND kind <> ?`, user, kindMessage)
+	tx.tail(func(t *tails) { t.removeNotices(user) })
 	return err
+}
+
+// forgetTail drops user's in-memory tail (they went offline).
+func (tx *writeTx) forgetTail(user int64) { tx.tail(func(t *tails) { t.forget(user) }) }
+
+// RequestTail asks the writer to start keeping user's tail in memory, so
+// their caught-up polls stop reading the database. The tail's base is the
+// queue's last seq after the commit that makes it: everything up to there
+// is in the database, everything after will be added.
+func (s *Store) RequestTail(user int64) {
+	if !s.tails.request(user) {
+		return
+	}
+	s.goDo(func(tx *writeTx) error {
+		if _, err := tx.cursor(user); err != nil {
+			return err
+		}
+		cache := tx.cache
+		tx.tail(func(t *tails) {
+			// Read the cursor at apply time: a later op of the batch may
+			// have replaced the cached one.
+			if c := cache.cursors[user]; c != nil {
+				t.create(user, c.lastSeq)
+			} else {
+				delete(t.pending, user)
+			}
+		})
+		return nil
+	})
+}
+
+// RecentEvents answers a poll from memory when it can (see tails).
+func (s *Store) RecentEvents(user, cursor int64, limit int) ([]Event, bool) {
+	return s.tails.read(user, cursor, limit)
 }
 
 // EventsAfter returns up to limit events of user's queue with seq > cursor,
@@ -290,6 +389,13 @@ func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) 
 // returns how many message events went.
 func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
+		c, err := tx.cursor(user)
+		if err != nil {
+			return err
+		}
+		if err := tx.saveLastSeq(c); err != nil {
+			return err
+		}
 		if _, err := tx.exec(`UPDATE queue SET acked = 1 WHERE user_id = ? AND seq <= ? AND acked = 0`, user, upto); err != nil {
 			return err
 		}
@@ -333,23 +439,25 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ? AND acked = 1`, user, upto); err != nil {
 			return err
 		}
-		_, err := tx.exec(`UPDATE cursors SET queued = queued - ?, acked_seq = max(acked_seq, min(?, last_seq)) WHERE user_id = ?`,
-			removed, upto, user)
-		return err
+		if _, err := tx.exec(`UPDATE cursors SET acked_seq = max(acked_seq, min(?, ?)) WHERE user_id = ?`, upto, c.lastSeq, user); err != nil {
+			return err
+		}
+		c.queued -= removed
+		tx.touched = append(tx.touched, user)
+		tx.tail(func(t *tails) { t.removeUpTo(user, upto) })
+		tx.queuedDelta -= removed
+		return nil
 	})
 	return removed, err
 }
 
-// QueuedMessages counts uncleaned message rows over all queues.
-func (s *Store) QueuedMessages(ctx context.Context) (int64, error) {
-	var n sql.NullInt64
-	err := s.read.QueryRowContext(ctx, `SELECT sum(queued) FROM cursors`).Scan(&n)
-	return n.Int64, err
-}
+// QueuedMessages counts uncleaned message events over all queues.
+func (s *Store) QueuedMessages() int64 { return s.queued.Load() }
 
 // LastSeq is the highest seq handed out in user's queue.
 func (s *Store) LastSeq(ctx context.Context, user int64) (int64, error) {
 	var seq int64
-	err := s.read.QueryRowContext(ctx, `SELECT last_seq FROM cursors WHERE user_id = ?`, user).Scan(&seq)
+	err := s.read.QueryRowContext(ctx, `SELECT max(c.last_seq, coalesce((SELECT max(seq) FROM queue WHERE user_id = ?1), 0))
+		FROM cursors c WHERE c.user_id = ?1`, user).Scan(&seq)
 	return seq, err
 }

@@ -47,7 +47,25 @@ func (tx *writeTx) checkMayMessage(from, to int64) error {
 	return nil
 }
 
+// mayMessage is checkMayMessage remembered by the writer. Every op that
+// changes a friendship or block forgets the pair first (relationChanging).
+func (tx *writeTx) mayMessage(from, to int64) error {
+	key := pairKey(from, to)
+	if err, ok := tx.cache.mayMessage[key]; ok {
+		return err
+	}
+	err := tx.checkMayMessage(from, to)
+	if err == nil || isClientError(err) {
+		tx.cache.mayMessage[key] = err
+	}
+	return err
+}
+
+// relationChanging forgets what the cache knows of a and b.
+func (tx *writeTx) relationChanging(a, b int64) { delete(tx.cache.mayMessage, pairKey(a, b)) }
+
 func (tx *writeTx) makeFriends(a, b int64) error {
+	tx.relationChanging(a, b)
 	if _, err := tx.exec(`DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)`, a, b); err != nil {
 		return err
 	}
@@ -58,6 +76,7 @@ func (tx *writeTx) makeFriends(a, b int64) error {
 // unlink ends any friendship and pending requests between a and b, and
 // reports whether there was anything to end.
 func (tx *writeTx) unlink(a, b int64) (bool, error) {
+	tx.relationChanging(a, b)
 	r1, err := tx.exec(`DELETE FROM friendships WHERE (user_id = ?1 AND friend_id = ?2) OR (user_id = ?2 AND friend_id = ?1)`, a, b)
 	if err != nil {
 		return false, err
@@ -170,6 +189,7 @@ func (s *Store) RemoveFriend(ctx context.Context, me User, name string) error {
 		if err != nil {
 			return err
 		}
+		tx.relationChanging(me.ID, other.ID)
 		res, err := tx.exec(`DELETE FROM friendships WHERE (user_id = ?1 AND friend_id = ?2) OR (user_id = ?2 AND friend_id = ?1)`, me.ID, other.ID)
 		if err != nil {
 			return err
@@ -202,6 +222,7 @@ func (s *Store) Block(ctx context.Context, me User, name string) (other User, er
 		if err != nil {
 			return err
 		}
+		tx.relationChanging(me.ID, other.ID)
 		if _, err := tx.exec(`INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_at) VALUES (?, ?, ?)`,
 			me.ID, other.ID, unixMilli(tx.now)); err != nil {
 			return err
@@ -221,6 +242,7 @@ func (s *Store) Unblock(ctx context.Context, me User, name string) error {
 		if err != nil {
 			return err
 		}
+		tx.relationChanging(me.ID, other.ID)
 		_, err = tx.exec(`DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?`, me.ID, other.ID)
 		return err
 	})

@@ -90,12 +90,13 @@ CREATE TABLE queue (
     PRIMARY KEY (user_id, seq)
 ) WITHOUT ROWID;
 
--- One cursor row per user: the last seq handed out (so seqs never repeat even when
--- the queue is emptied), how many messages are held (the queue cap), and the
--- highest seq the user has cleaned.
+-- One cursor row per user. A user's last seq handed out is the larger of
+-- last_seq and the highest seq in their queue: sends only add queue rows, and
+-- last_seq is written when rows are deleted (clean, dropped notices), so seqs
+-- never repeat even when the queue is emptied. acked_seq is the highest seq
+-- the user has cleaned.
 CREATE TABLE cursors (
     user_id   INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
     last_seq  INTEGER NOT NULL DEFAULT 0,
-    queued    INTEGER NOT NULL DEFAULT 0,
     acked_seq INTEGER NOT NULL DEFAULT 0
 );

@@ -55,3 +55,47 @@ func TestServer_PollWakesOnSend(t *testing.T) {
 		t.Fatal("poll was not woken by the send")
 	}
 }
+
+// Seqs must never repeat within a queue, even when clean has emptied it and
+// the server restarts: a client's cursor from before would hide new events.
+func TestQueue_SeqNeverRepeatsAfterCleanAndRestart(t *testing.T) {
+	ts := newTestServer(t)
+	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	befriend(alice, bob)
+	for i := 0; i < 3; i++ {
+		alice.send(bob, "before")
+	}
+	p := bob.poll(0, 0)
+	last := p.Cursor
+	bob.mustDo("POST", "/api/clean", map[string]any{"upto": last}, http.StatusOK)
+
+	ts.restart()
+	alice.send(bob, "after")
+	q := bob.poll(last, 0)
+	if len(q.Events) != 1 || q.Events[0].Seq <= last {
+		t.Fatalf("after clean and restart, poll from %d gave %+v", last, q)
+	}
+}
+
+func TestQueue_CapCountsRecipientOnly(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxQueue = 3 })
+	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	befriend(alice, bob)
+	for i := 0; i < 3; i++ {
+		alice.send(bob, "fill")
+	}
+	alice.mustFail("POST", "/api/messages", map[string]any{"to": bob.username, "body": "one too many"}, http.StatusConflict, "queue_full")
+	// alice's own queue holds 3 sent copies, at the cap, yet her copy of a
+	// send to someone with room is always stored.
+	carol := ts.newUser("carol")
+	befriend(alice, carol)
+	alice.send(carol, "room here")
+	if n := len(alice.messages()); n != 4 {
+		t.Fatalf("alice holds %d messages, want 4", n)
+	}
+	// The cap survives a restart (the writer's counts are rebuilt from rows).
+	ts.restart()
+	alice.mustFail("POST", "/api/messages", map[string]any{"to": bob.username, "body": "still full"}, http.StatusConflict, "queue_full")
+	bob.mustDo("POST", "/api/clean", map[string]any{"upto": 1 << 40}, http.StatusOK)
+	alice.send(bob, "room again")
+}
