@@ -87,7 +87,7 @@ func TestDiskFull_RealWriteErrors(t *testing.T) {
 		t.Fatalf("the disk never filled up (limit %d bytes; %d sends)", limit, len(stored))
 	}
 	// An upload fails the same way.
-	st, data, err := uploadTo(hc, base, aTok, bob, make([]byte, 512<<10))
+	st, data, err := procUpload(hc, base, aTok, bob, make([]byte, 512<<10))
 	if err != nil || st != http.StatusServiceUnavailable {
 		t.Errorf("upload on a full disk: %d %s %v", st, data, err)
 	}
@@ -141,8 +141,8 @@ func TestDiskFull_RealWriteErrors(t *testing.T) {
 	t.Logf("file size limit %d bytes: sends%s; %d stored in all after recovery", limit, fmtCounts(statuses), len(stored))
 }
 
-// uploadTo posts data as a file message from token's user to to.
-func uploadTo(hc *http.Client, base, token, to string, data []byte) (int, []byte, error) {
+// procUpload posts data as a file message from token's user to to.
+func procUpload(hc *http.Client, base, token, to string, data []byte) (int, []byte, error) {
 	var buf strings.Builder
 	const boundary = "webimtestboundary"
 	fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\n%s\r\n", boundary, to)
