@@ -25,7 +25,15 @@ var schemaV1 string
 
 // migrations[i] takes a database from user_version i+1 to i+2. schema.sql is
 // version 1 and is never edited once released; changes are appended here.
-var migrations = []string{}
+var migrations = []string{
+	// 2: what admin commands did that a running server must act on (admin.go).
+	`CREATE TABLE admin_events (
+		id           INTEGER PRIMARY KEY,
+		user_id      INTEGER NOT NULL, -- no foreign key: the user may be gone
+		queued_delta INTEGER NOT NULL, -- change in uncleaned messages over all queues
+		at           INTEGER NOT NULL
+	);`,
+}
 
 // schemaVersion is the user_version this binary writes and understands.
 func schemaVersion() int { return 1 + len(migrations) }
@@ -36,6 +44,7 @@ func schemaVersion() int { return 1 + len(migrations) }
 // fsync for all of them); reads use a separate pool that never blocks it.
 type Store struct {
 	path     string
+	shared   bool // opened by an admin command (openShared)
 	filesDir string
 	write    *sql.DB // exactly one connection, used only by the writer goroutine
 	read     *sql.DB
@@ -85,6 +94,16 @@ func dsn(path string, readOnly bool) string {
 // OpenStore opens (creating if needed) the database at path, migrates it to
 // this binary's schema version and starts the writer.
 func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
+	return openStore(path, maxQueue, log, false)
+}
+
+// openShared opens the database for an admin command, beside a server that
+// may be running: it leaves orphan files and the WAL checkpoint to the server.
+func openShared(path string, log *slog.Logger) (*Store, error) {
+	return openStore(path, defaultMaxQueue, log, true)
+}
+
+func openStore(path string, maxQueue int, log *slog.Logger, shared bool) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("empty database path")
 	}
@@ -104,6 +123,7 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 
 	s := &Store{
 		path:     path,
+		shared:   shared,
 		filesDir: path + ".files",
 		write:    write,
 		log:      log,
@@ -139,8 +159,12 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.queued.Store(queued)
-	if err := s.removeOrphanFiles(); err != nil {
-		log.Warn("could not sweep orphan files", "err", err)
+	// Only the server sweeps: an upload's file is written before its row
+	// commits, so to another process it could look orphaned.
+	if !shared {
+		if err := s.removeOrphanFiles(); err != nil {
+			log.Warn("could not sweep orphan files", "err", err)
+		}
 	}
 	go s.runWriter()
 	return s, nil
@@ -201,8 +225,12 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.signalWriter()
 	<-s.stopped
-	if _, err := s.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		s.log.Warn("wal checkpoint failed", "err", err)
+	// The server checkpoints; from an admin command TRUNCATE would wait
+	// for the server's readers.
+	if !s.shared {
+		if _, err := s.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			s.log.Warn("wal checkpoint failed", "err", err)
+		}
 	}
 	return errors.Join(s.read.Close(), s.write.Close())
 }
@@ -445,9 +473,6 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		if op.err != nil && op.done == nil && !isClientError(op.err) {
 			s.log.Error("background write failed", "err", op.err)
 		}
-		if op.err != nil && !isClientError(op.err) && isStorageFailure(op.err) {
-			op.err = storageError(op.err)
-		}
 		if op.done != nil {
 			close(op.done)
 		}
@@ -513,6 +538,9 @@ func (tx *writeTx) runOp(op *writeOp) error {
 		undo()
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
 			return errors.Join(err, rbErr)
+		}
+		if !isClientError(err) && isStorageFailure(err) {
+			err = storageError(err)
 		}
 		op.err = err
 	}

@@ -53,6 +53,7 @@ var (
 	errBlocked            = newAPIError(http.StatusForbidden, "blocked", "One of you has blocked the other.")
 	errNotFriends         = newAPIError(http.StatusForbidden, "not_friends", "Messages go to friends only.")
 	errAccountDisabled    = newAPIError(http.StatusForbidden, "account_disabled", "This account is disabled.")
+	errSignupClosed       = newAPIError(http.StatusForbidden, "signup_closed", "Sign-up is closed on this server; ask its administrator for an account.")
 	errNotFound           = newAPIError(http.StatusNotFound, "not_found", "There is nothing here.")
 	errNoSuchUser         = newAPIError(http.StatusNotFound, "no_such_user", "There is no user with that name.")
 	errNoSuchRequest      = newAPIError(http.StatusNotFound, "no_such_request", "There is no such friend request or friendship.")

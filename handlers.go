@@ -58,6 +58,7 @@ func (a *App) routes() http.Handler {
 	authed("GET /api/files/{id}", a.handleDownload)
 	authed("GET /api/poll", a.handlePoll)
 	authed("POST /api/clean", a.handleClean)
+	handle("GET /api/config", a.handleConfig)
 	handle("GET /api/health", a.handleHealth)
 	handle("GET /metrics", a.handleMetrics)
 	handle("GET /{$}", a.handlePage)
@@ -219,14 +220,8 @@ func (a *App) sameOrigin(r *http.Request) bool {
 	if origin == "" {
 		return true
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	scheme, host := a.requestScheme(r), r.Host
 	if a.fromTrustedProxy(r) {
-		if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-			scheme = strings.ToLower(strings.TrimSpace(strings.Split(p, ",")[0]))
-		}
 		if h := r.Header.Get("X-Forwarded-Host"); h != "" {
 			host = strings.TrimSpace(strings.Split(h, ",")[0])
 		}
@@ -237,6 +232,21 @@ func (a *App) sameOrigin(r *http.Request) bool {
 	}
 	return strings.EqualFold(oScheme, scheme) &&
 		canonicalHostPort(oHost, strings.ToLower(oScheme)) == canonicalHostPort(host, scheme)
+}
+
+// requestScheme is the scheme the client used: the connection's, or behind a
+// trusted proxy the one it forwards in X-Forwarded-Proto.
+func (a *App) requestScheme(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if a.fromTrustedProxy(r) {
+		if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+			scheme = strings.ToLower(strings.TrimSpace(strings.Split(p, ",")[0]))
+		}
+	}
+	return scheme
 }
 
 // canonicalHostPort lower-cases host and adds the scheme's default port.
@@ -251,7 +261,10 @@ func canonicalHostPort(hostport, scheme string) string {
 	return hostport + ":80"
 }
 
-func setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
+// setSessionCookie sets (or, with maxAge < 0, clears) the session cookie;
+// it is Secure whenever the client reached us over TLS, directly or through
+// a trusted proxy.
+func (a *App) setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    token,
@@ -259,13 +272,16 @@ func setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxA
 		MaxAge:   maxAge,
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,
-		Secure:   r.TLS != nil,
+		Secure:   a.requestScheme(r) == "https",
 	})
 }
 
 // --- accounts -----------------------------------------------------------------
 
 func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.SignupClosed {
+		return errSignupClosed
+	}
 	var req struct {
 		Username    *string `json:"username"`
 		Password    *string `json:"password"`
@@ -367,7 +383,7 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.presence.LoggedIn(acct.User)
-	setSessionCookie(w, r, token, int(sessionTTL/time.Second))
+	a.setSessionCookie(w, r, token, int(sessionTTL/time.Second))
 	writeJSON(w, http.StatusOK, map[string]any{"user": acct.User.json(), "token": token})
 	return nil
 }
@@ -396,7 +412,7 @@ func (a *App) handleLogout(w http.ResponseWriter, r *http.Request, s *Session) e
 		return err
 	}
 	a.presence.LoggedOut(s.User)
-	setSessionCookie(w, r, "", -1)
+	a.setSessionCookie(w, r, "", -1)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

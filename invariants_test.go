@@ -6,8 +6,8 @@ import (
 )
 
 // checkDBInvariants checks, straight from the database file, what must hold
-// in every committed state: the file is sound, cleaned seqs are gone from
-// their queue, each message's refs with the queue rows holding it, every file has
+// in every committed state: the file is sound, each cursor agrees with its
+// queue (last_seq is written lazily: only when queue rows are deleted), each message's refs with the queue rows holding it, every file has
 // its message, and relations are symmetric and respect blocks.
 func checkDBInvariants(t testing.TB, db *sql.DB) {
 	t.Helper()

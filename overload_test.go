@@ -15,10 +15,10 @@ import (
 	"time"
 )
 
-// startRealServer runs the whole program in-process, as main does, so the real
+// startServing runs the whole program in-process, as main does, so the real
 // http.Server and its timeouts are in front of the handler. It returns the
 // address; the server is stopped (and must return nil) at cleanup.
-func startRealServer(t testing.TB, args ...string) (addr string, app func() *App) {
+func startServing(t testing.TB, args ...string) (addr string, app func() *App) {
 	t.Helper()
 	dbPath := filepath.Join(t.TempDir(), "webim.db")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -49,7 +49,7 @@ func startRealServer(t testing.TB, args ...string) (addr string, app func() *App
 	return addr, nil
 }
 
-// runClient is an API client of a startRealServer server with its own transport.
+// runClient is an API client of a startRun server with its own transport.
 func runClient(t testing.TB, addr string) (*http.Client, string) {
 	t.Helper()
 	tr := &http.Transport{MaxIdleConnsPerHost: 16}
@@ -100,7 +100,7 @@ func TestOverload_SlowClientsAreCutOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the server's 10 and 15 s timeouts; skipped with -short")
 	}
-	addr, _ := startRealServer(t, "-rate-limit-exempt", "127.0.0.0/8")
+	addr, _ := startServing(t, "-rate-limit-exempt", "127.0.0.0/8")
 	hc, base := runClient(t, addr)
 	alice, bob := uniqueName("slowa"), uniqueName("slowb")
 	aTok, bTok := procUser(t, hc, base, alice), procUser(t, hc, base, bob)

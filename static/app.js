@@ -1095,8 +1095,22 @@ function show(screen) {
   $('app-screen').hidden = screen !== 'app';
 }
 
+// signupClosed comes from GET /api/config: the server then only takes
+// accounts made on its shell ("webim user add"), so the tab is hidden.
+let signupClosed = false;
+
+async function loadServerConfig() {
+  try {
+    signupClosed = (await api.config()).signup === 'closed';
+  } catch {
+    return; // unknown: sign-up stays offered, and the server still decides
+  }
+  $('show-signup').hidden = signupClosed;
+  if (signupClosed && !$('signup-form').hidden) setAuthTab('login');
+}
+
 function setAuthTab(tab) {
-  const login = tab === 'login';
+  const login = tab === 'login' || signupClosed;
   $('login-form').hidden = !login;
   $('signup-form').hidden = login;
   $('show-login').setAttribute('aria-selected', String(login));
@@ -1296,6 +1310,7 @@ function setupApp() {
 // boot asks the server whether the cookie still holds a session.
 async function boot() {
   setupAuth();
+  loadServerConfig();
   setupApp();
   let delay = 1000;
   for (;;) {
