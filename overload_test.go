@@ -155,7 +155,7 @@ func TestOverload_SlowClientsAreCutOff(t *testing.T) {
 // back to where it was.
 func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	alice, bob := ts.user("alice"), ts.user("bob")
 	befriend(alice, bob)
 	pollers := make([]*client, 200)
 	for i := range pollers {

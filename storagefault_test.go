@@ -31,7 +31,7 @@ func countRows(t testing.TB, ts *testServer, query string, args ...any) int {
 
 func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob, carol := ts.newUser("alice"), ts.newUser("bob"), ts.newUser("carol")
+	alice, bob, carol := ts.user("alice"), ts.user("bob"), ts.user("carol")
 	befriend(alice, bob)
 	first := alice.send(bob, "before the fault")
 	carol.mustDo("POST", "/api/friends/"+alice.username+"/request", nil, http.StatusCreated)
@@ -103,11 +103,11 @@ func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 // retry with the same client_msg_id is a 201, not a 200).
 func TestStorageFault_FlappingDiskNeverHalfWrites(t *testing.T) {
 	ts := newTestServer(t)
-	bob := ts.newUser("bob")
+	bob := ts.user("bob")
 	const nSenders, perSender = 6, 60
 	senders := make([]*client, nSenders)
 	for i := range senders {
-		senders[i] = ts.newUser("flap")
+		senders[i] = ts.user("flap")
 		befriend(senders[i], bob)
 	}
 	stop := make(chan struct{})
