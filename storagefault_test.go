@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -189,4 +190,20 @@ func decodeInto(t testing.TB, data []byte, out any) {
 	if err := json.Unmarshal(data, out); err != nil {
 		t.Fatalf("decoding %s: %v", data, err)
 	}
+}
+
+// TestWriteError_StorageFailureIs503: a storage failure that reaches a
+// handler outside the writer (a read the disk failed) is a 503 too.
+func TestWriteError_StorageFailureIs503(t *testing.T) {
+	ts := newTestServer(t)
+	// A real SQLITE_READONLY: the read pool is query_only.
+	_, err := ts.app.store.read.Exec(`DELETE FROM users`)
+	if err == nil || !isStorageFailure(err) {
+		t.Fatalf("want a storage failure from the read pool, got %v", err)
+	}
+	rec, req := httptest.NewRecorder(), httptest.NewRequest("GET", "/api/poll", nil)
+	ts.app.writeError(rec, req, fmt.Errorf("reading the queue: %w", err))
+	resp := rec.Result()
+	resp.Request = req
+	checkError(t, resp, rec.Body.Bytes(), http.StatusServiceUnavailable, "storage_unavailable")
 }
