@@ -184,22 +184,36 @@ func benchUser(b *testing.B, ts *testServer, prefix string) (*client, User) {
 }
 
 // BenchmarkPollFromQueue is a whole poll over HTTP (authentication,
-// handler, query, JSON) answered at once from a queue holding one message.
+// handler, query, JSON) answered at once from a queue holding messages:
+// from the start of the queue (cursor=0, as after a login) and caught up
+// (the cursor just before the newest message, as a polling page is).
 func BenchmarkPollFromQueue(b *testing.B) {
 	ts := benchServer(b)
 	alice, aliceU := benchUser(b, ts, "pfqa")
 	bob, bobU := benchUser(b, ts, "pfqb")
 	befriend(alice, bob)
-	if _, _, err := ts.app.store.SendMessage(context.Background(), aliceU, bobU.Username, "hello", "", nil); err != nil {
-		b.Fatal(err)
+	for i := 0; i < 10; i++ {
+		if _, _, err := ts.app.store.SendMessage(context.Background(), aliceU, bobU.Username, "hello", "", nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 	hc := ts.srv.Client()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		ans, err := benchPoll(hc, ts.srv.URL, bob.token, 0, 0)
-		if err != nil || len(ans.Events) == 0 {
-			b.Fatalf("poll: %d events, %v", len(ans.Events), err)
-		}
+	all, err := benchPoll(hc, ts.srv.URL, bob.token, 0, 0)
+	if err != nil || len(all.Events) == 0 {
+		b.Fatalf("poll: %d events, %v", len(all.Events), err)
+	}
+	for _, bc := range []struct {
+		name   string
+		cursor int64
+	}{{"cursor=0", 0}, {"caught-up", all.Cursor - 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				ans, err := benchPoll(hc, ts.srv.URL, bob.token, bc.cursor, 0)
+				if err != nil || len(ans.Events) == 0 {
+					b.Fatalf("poll: %d events, %v", len(ans.Events), err)
+				}
+			}
+		})
 	}
 }
 

@@ -479,6 +479,22 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 	}
 }
 
+// isStorageFailure reports whether err is SQLite failing to use its files
+// (full or read-only disk, I/O error, out of memory, locked) rather than a
+// bug: the server's trouble, but one a client may retry after.
+func isStorageFailure(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+		sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
+}
+
 func isClientError(err error) bool {
 	_, ok := asAPIError(err)
 	return ok
@@ -522,6 +538,9 @@ func (tx *writeTx) runOp(op *writeOp) error {
 		undo()
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
 			return errors.Join(err, rbErr)
+		}
+		if !isClientError(err) && isStorageFailure(err) {
+			err = storageError(err)
 		}
 		op.err = err
 	}

@@ -311,22 +311,24 @@ func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		display = *req.DisplayName
 	}
 	addr := a.clientAddr(r)
-	limited := !a.limits.isExempt(addr)
-	if limited {
-		if wait := a.limits.signupsByAddr.retryAfter(addr.String(), time.Now()); wait > 0 {
+	// Counted before the work, uncounted if no account results, so
+	// concurrent sign-ups cannot all pass the check.
+	release := func() {}
+	if !a.limits.isExempt(addr) {
+		var wait time.Duration
+		if wait, release = a.limits.signupsByAddr.reserve(addr.String(), time.Now()); wait > 0 {
 			return rateLimited(seconds(wait))
 		}
 	}
 	hash, err := a.hasher.hash(r.Context(), *req.Password)
 	if err != nil {
+		release()
 		return err
 	}
 	u, err := a.store.CreateUser(r.Context(), username, display, hash)
 	if err != nil {
+		release()
 		return err
-	}
-	if limited {
-		a.limits.signupsByAddr.record(addr.String(), time.Now())
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"user": u.json()})
 	return nil
@@ -350,25 +352,29 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		nameKey = nameKey[:maxUsernameLen*4]
 	}
 	addr := a.clientAddr(r)
-	limited := !a.limits.isExempt(addr)
-	now := time.Now()
-	if limited {
-		wait := max(a.limits.failedByName.retryAfter(nameKey, now), a.limits.failedByAddr.retryAfter(addr.String(), now))
-		if wait > 0 {
+	// Each attempt counts as a failure before the password is checked, and
+	// is uncounted if it was not one: checking first and counting after let
+	// concurrent guesses all pass the check.
+	release := func() {}
+	if !a.limits.isExempt(addr) {
+		now := time.Now()
+		waitName, releaseName := a.limits.failedByName.reserve(nameKey, now)
+		waitAddr, releaseAddr := a.limits.failedByAddr.reserve(addr.String(), now)
+		release = func() { releaseName(); releaseAddr() }
+		if wait := max(waitName, waitAddr); wait > 0 {
+			release()
 			return rateLimited(seconds(wait))
 		}
 	}
 	acct, ok, err := a.checkPassword(r.Context(), *req.Username, *req.Password)
 	if err != nil {
+		release()
 		return err
 	}
 	if !ok {
-		if limited {
-			a.limits.failedByName.record(nameKey, time.Now())
-			a.limits.failedByAddr.record(addr.String(), time.Now())
-		}
 		return errInvalidCredentials
 	}
+	release()
 	if acct.Disabled {
 		return errAccountDisabled
 	}

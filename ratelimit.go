@@ -49,6 +49,35 @@ func (l *windowLimiter) record(key string, now time.Time) {
 	l.keys[key] = append(times, now)
 }
 
+// reserve counts an event for key now if the limit allows one, so that
+// concurrent requests cannot all pass a check made before any of them is
+// counted; release uncounts it if the event turns out not to count (a
+// login that succeeded). When the limit is reached it counts nothing and
+// returns how long to wait, and a release that does nothing.
+func (l *windowLimiter) reserve(key string, now time.Time) (wait time.Duration, release func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	times := l.keys[key]
+	if len(times) >= l.limit {
+		if wait = times[0].Add(l.window).Sub(now); wait > 0 {
+			return wait, func() {}
+		}
+		times = append(times[:0], times[1:]...)
+	}
+	l.keys[key] = append(times, now)
+	return 0, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		times := l.keys[key]
+		for i := len(times) - 1; i >= 0; i-- {
+			if times[i].Equal(now) {
+				l.keys[key] = append(times[:i], times[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
 // prune forgets keys whose events have all left the window, so memory
 // follows recent activity, not every name ever tried.
 func (l *windowLimiter) prune(now time.Time) {

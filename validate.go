@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -26,6 +27,9 @@ const (
 	// 4000-code-point message written entirely as \u escapes of surrogate
 	// pairs (12 bytes each), well under this.
 	maxJSONBody = 128 << 10
+
+	// jsonBodyTimeout bounds reading a JSON request body.
+	jsonBodyTimeout = 15 * time.Second
 )
 
 // normalizeUsername validates a username and returns its stored, lower-case form.
@@ -102,7 +106,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return errUnsupportedMedia
 		}
 	}
+	// The server's ReadTimeout is sized for a 10 MiB upload; a JSON body
+	// of at most maxJSONBody gets far less, so a client that dribbles it
+	// cannot hold the connection for minutes. The deadline is lifted once
+	// the body is in; after a failed read it stays, so the server's drain
+	// of the unread rest fails too and the connection closes.
+	// (ErrNotSupported, as from a recorder, is ignored.)
+	rc := http.NewResponseController(w)
+	deadlineSet := rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout)) == nil
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err == nil && deadlineSet {
+		rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -2,7 +2,7 @@
 // Everything the server says arrives through one long-poll loop (poll.js).
 
 import { api, uploadFile, ApiError, NetworkError, isRetryable } from './api.js';
-import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar } from './dom.js';
+import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar, fileIcon } from './dom.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupMenu } from './menu.js';
 import { Poller } from './poll.js';
@@ -43,24 +43,35 @@ function conv(username) {
   return c;
 }
 
+// storageGet and storageSet use localStorage, which may be unavailable (private modes).
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // Without storage the page still works; it just forgets this.
+  }
+}
+
 function lastReadKey(peer) {
   return `webim:lastRead:${state.me.username}:${peer}`;
 }
 
+// The last message id read in each conversation is kept in localStorage, so
+// unread counts survive a reload.
 function loadLastRead(peer) {
-  try {
-    return Number(localStorage.getItem(lastReadKey(peer))) || 0;
-  } catch {
-    return 0;
-  }
+  return Number(storageGet(lastReadKey(peer))) || 0;
 }
 
 function saveLastRead(c) {
-  try {
-    localStorage.setItem(lastReadKey(c.username), String(c.lastRead));
-  } catch {
-    // Private mode or full storage: unread counts just won't survive a reload.
-  }
+  storageSet(lastReadKey(c.username), String(c.lastRead));
 }
 
 function unreadOf(c) {
@@ -181,8 +192,7 @@ function renderSidebar() {
     const preview = row.last ? previewOf(row.last) : '';
     const sig = [nameOf(row.name), online, unread, preview, state.active === row.name,
       state.blocked.has(row.name)].join('|');
-    return cached(sideCache, `friend:${row.name}`, sig, () =>
-      friendItem(row.name, online, unread, preview));
+    return friendItem(row.name, online, unread, preview, sig);
   }));
   $('friends-empty').hidden = rows.length > 0;
 
@@ -200,7 +210,7 @@ function renderSidebar() {
 
   // Notifications hint.
   const canAsk = 'Notification' in window && Notification.permission === 'default';
-  $('notify-hint').hidden = !canAsk || localStorage.getItem('webim:notifyDismissed') === '1';
+  $('notify-hint').hidden = !canAsk || storageGet('webim:notifyDismissed') === '1';
   $('notify-menu-btn').hidden = !canAsk;
 }
 
@@ -218,7 +228,8 @@ function relation(username) {
 
 function previewOf(r) {
   const mine = r.from === state.me.username;
-  const text = r.file || r.localFile ? `📎 ${r.body}` : r.body;
+  const type = r.file ? r.file.content_type : (r.localFile ? r.localFile.type : '');
+  const text = r.file || r.localFile ? `${IMAGE_TYPES.has(type) ? 'Photo' : 'File'}: ${r.body}` : r.body;
   return (mine ? 'You: ' : '') + text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
@@ -262,7 +273,7 @@ function searchItem(u, rel) {
 
 function incomingItem(u) {
   const name = u.display_name || u.username;
-  return h('li', { class: 'person', 'data-username': u.username, 'data-testid': 'incoming-request' },
+  return h('li', { class: 'person request', 'data-username': u.username, 'data-testid': 'incoming-request' },
     avatar(u, { size: 'sm' }), personLabel(u),
     h('span', { class: 'actions' },
       h('button', {
@@ -301,26 +312,40 @@ function blockedItem(u) {
     }, 'Unblock'));
 }
 
-function friendItem(username, online, unread, preview) {
+const friendRows = new Map(); // username -> { li, btn, sig }
+
+// friendItem returns the row of a friend (or past correspondent). The row and its
+// button stay the same elements across updates, so focus and clicks are never lost.
+function friendItem(username, online, unread, preview, sig) {
+  let row = friendRows.get(username);
+  if (!row) {
+    const btn = h('button', {
+      type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
+      onclick: () => openConversation(username),
+    });
+    const li = h('li', { class: 'friend', 'data-username': username, 'data-testid': 'friend' }, btn);
+    row = { li, btn, sig: null };
+    friendRows.set(username, row);
+  }
+  if (row.sig === sig) return row.li;
+  row.sig = sig;
+  const { li, btn } = row;
   const u = userOf(username);
   const name = nameOf(username);
   const status = online === null ? (state.blocked.has(username) ? 'blocked' : 'not a friend')
     : (online ? 'online' : 'offline');
-  const label = `${name}, ${status}${unread ? `, ${unread} unread` : ''}`;
-  return h('li', {
-    class: 'friend', 'data-username': username, 'data-testid': 'friend',
-    'data-online': online === null ? undefined : String(online),
-  },
-  h('button', {
-    type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
-    'aria-label': label, 'aria-current': state.active === username ? 'true' : undefined,
-    onclick: () => openConversation(username),
-  },
-  avatar(u, { size: 'md', online: online === null ? undefined : online }),
-  h('span', { class: 'person-text' },
-    h('span', { class: 'person-name' }, name),
-    h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
-  unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : null));
+  if (online === null) delete li.dataset.online;
+  else li.dataset.online = String(online);
+  btn.setAttribute('aria-label', `${name}, ${status}${unread ? `, ${unread} unread` : ''}`);
+  if (state.active === username) btn.setAttribute('aria-current', 'true');
+  else btn.removeAttribute('aria-current');
+  btn.replaceChildren(
+    avatar(u, { size: 'md', online: online === null ? undefined : online }),
+    h('span', { class: 'person-text' },
+      h('span', { class: 'person-name' }, name),
+      h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
+    unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '');
+  return li;
 }
 
 function renderTitle() {
@@ -434,7 +459,7 @@ function messageEl(r) {
     'data-status': r.status,
     'data-from': r.from,
   });
-  li.append(h('div', { class: 'msg-sender' }, nameOf(r.from)));
+  li.append(h('div', { class: 'msg-sender' }, mine ? 'You' : nameOf(r.from)));
   const bubble = h('div', { class: 'bubble' });
   bubble.append(messageContent(r));
   const meta = h('div', { class: 'msg-meta' },
@@ -508,7 +533,7 @@ function onThumbLoad() {
 
 function fileLink(name, size, url) {
   const inner = [
-    h('span', { class: 'file-icon', 'aria-hidden': 'true' }, '📄'),
+    fileIcon(),
     h('span', { class: 'file-text' },
       h('span', { class: 'file-name' }, name),
       h('span', { class: 'file-size' }, formatSize(size))),
@@ -682,6 +707,19 @@ async function deliver(r) {
   }
 }
 
+// retryFailed sends again every message that gave up on a network error, once
+// the connection is back (same client_msg_id, so nothing doubles).
+function retryFailed() {
+  for (const c of state.convs.values()) {
+    for (const r of c.items) {
+      if (r.status === 'failed') {
+        r.attempts = 0;
+        deliver(r);
+      }
+    }
+  }
+}
+
 function discardLocal(r) {
   if (r.id) return;
   removeRecord(r);
@@ -723,6 +761,7 @@ async function askNotifications() {
 
 function handleEvent(ev) {
   if (typeof ev.seq === 'number' && ev.seq > state.maxSeq) state.maxSeq = ev.seq;
+  if (ev.type !== 'message') listGen++;
   switch (ev.type) {
     case 'message':
       if (ev.message) onMessageEvent(ev.message, ev.seq);
@@ -781,10 +820,19 @@ function refreshFriendsSoon() {
 
 // refreshLists reloads friends, requests and blocks (events are transient, so after a gap
 // in the connection the lists are fetched again).
+// listGen counts local changes to those lists; a fetch that a change overtook is
+// stale, so it is dropped and made again.
+let listGen = 0;
+
 async function refreshLists() {
   const me = state.me;
+  const gen = listGen;
   const [f, b] = await Promise.all([api.friends(), api.blocks()]);
   if (state.me !== me) return;
+  if (gen !== listGen) {
+    refreshFriendsSoon();
+    return;
+  }
   state.friends = new Map(f.friends.map((u) => [u.username, remember(u)]));
   state.incoming = new Map(f.incoming.map((u) => [u.username, remember(u)]));
   state.outgoing = new Map(f.outgoing.map((u) => [u.username, remember(u)]));
@@ -814,6 +862,7 @@ function addFriend(u, btn) {
   return withButton(btn, async () => {
     try {
       const res = await api.requestFriend(u.username);
+      listGen++;
       // 200 (a body) would mean it completed a friendship; 201 means a pending request.
       void res;
     } catch (e) {
@@ -829,6 +878,7 @@ function addFriend(u, btn) {
 function acceptRequest(u, btn) {
   return withButton(btn, async () => {
     await api.acceptFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
     state.friends.set(u.username, { ...remember(u), online: Boolean(u.online) });
     await refreshLists();
@@ -838,6 +888,7 @@ function acceptRequest(u, btn) {
 function refuseRequest(u, btn) {
   return withButton(btn, async () => {
     await api.refuseFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
   });
 }
@@ -845,6 +896,7 @@ function refuseRequest(u, btn) {
 function cancelRequest(u, btn) {
   return withButton(btn, async () => {
     await api.removeFriend(u.username);
+    listGen++;
     state.outgoing.delete(u.username);
   });
 }
@@ -852,6 +904,7 @@ function cancelRequest(u, btn) {
 function unfriend(username) {
   return withButton($('unfriend-btn'), async () => {
     await api.removeFriend(username);
+    listGen++;
     state.friends.delete(username);
     toast(`You are no longer friends with ${nameOf(username)}.`);
   });
@@ -860,6 +913,7 @@ function unfriend(username) {
 function blockUser(username) {
   return withButton($('block-btn'), async () => {
     await api.block(username);
+    listGen++;
     state.friends.delete(username);
     state.incoming.delete(username);
     state.outgoing.delete(username);
@@ -871,6 +925,7 @@ function blockUser(username) {
 function unblockUser(username, btn) {
   return withButton(btn, async () => {
     await api.unblock(username);
+    listGen++;
     state.blocked.delete(username);
     toast(`You unblocked ${nameOf(username)}.`);
   });
@@ -1051,7 +1106,10 @@ function startPolling() {
     },
     onState: (s, wasDown) => {
       setConnState(s);
-      if (s === 'online' && wasDown) refreshLists().catch(() => {});
+      if (s === 'online' && wasDown) {
+        refreshLists().catch(() => {});
+        retryFailed();
+      }
     },
     onFatal: (e) => onUnauthorized(e),
     isCaughtUp: () => state.caughtUp,
@@ -1163,6 +1221,7 @@ function signOutLocally() {
   state.search.results = null;
   $('user-search').value = '';
   sideCache.clear();
+  friendRows.clear();
   msgCache.clear();
   shownConv = null;
   for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list']) {
@@ -1292,7 +1351,7 @@ function setupApp() {
   $('notify-menu-btn').addEventListener('click', () => { account.close(); askNotifications(); });
   $('notify-btn').addEventListener('click', askNotifications);
   $('notify-dismiss').addEventListener('click', () => {
-    try { localStorage.setItem('webim:notifyDismissed', '1'); } catch { /* ignore */ }
+    storageSet('webim:notifyDismissed', '1');
     render();
   });
 

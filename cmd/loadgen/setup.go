@@ -118,7 +118,15 @@ func setupUsers(ctx context.Context, c *client, names []string, password string,
 	var errOnce sync.Once
 	jobs := make(chan int)
 	var wg sync.WaitGroup
+	lastSave := time.Now()
 	stop := lg.progress(ctx, func() string {
+		// Keep the logins done so far, should the run be cut short.
+		if time.Since(lastSave) >= 10*time.Second {
+			lastSave = time.Now()
+			if err := tc.save(); err != nil {
+				lg.printf("token cache: %v", err)
+			}
+		}
 		return fmt.Sprintf("setup: %d/%d users (%d cached, %d logins)", done.Load(), len(names), cached.Load(), logins.Load())
 	})
 	for w := 0; w < conc; w++ {
