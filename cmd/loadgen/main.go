@@ -267,6 +267,7 @@ func printTable(w io.Writer, r *result) {
 		if f.ServerCPUSeconds > 0 {
 			row("server CPU", "%.2fs, %.1f µs per delivered message", f.ServerCPUSeconds, f.ServerCPUMicrosPerMsg)
 		}
+		row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
 		if f.RSSBefore > 0 {
 			row("server RSS before / after", "%s / %s", mib(f.RSSBefore), mib(f.RSSAfter))
 		}
