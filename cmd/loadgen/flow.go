@@ -63,7 +63,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	setupTr := newTransport(cfg.conc, 1)
 	defer setupTr.CloseIdleConnections()
 	setupC := newClient(cfg.url, setupTr)
-	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, loadTokenCache(cfg.tokenCache), lg)
+	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, cfg.loginFirst, loadTokenCache(cfg.tokenCache), lg)
 	res.Setup = st
 	if err != nil {
 		return nil, err
