@@ -37,7 +37,8 @@ stop() {
 	kill "$PID" && while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
 	PID=
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 1' INT TERM
 
 lg() { # lg NAME ARGS...: one loadgen run, JSON into OUT/NAME.json
 	name=$1
@@ -71,11 +72,11 @@ done
 
 # A CPU profile of the server under the throughput scenario (-pprof).
 echo "profile: throughput with -pprof" >&2
-start -pprof 127.0.0.1:16161
+start -pprof 127.0.0.1:16979
 lg profile-throughput -scenario throughput -pairs 100 -duration 14s &
 LG=$!
 sleep 2
-curl -sf -o "$OUT/cpu.pprof" "http://127.0.0.1:16161/debug/pprof/profile?seconds=10"
+curl -sf -o "$OUT/cpu.pprof" "http://127.0.0.1:16979/debug/pprof/profile?seconds=10"
 wait $LG
 stop
 go tool pprof -top -nodecount=40 "$OUT/webim" "$OUT/cpu.pprof" >"$OUT/pprof-top.txt" 2>/dev/null
