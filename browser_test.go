@@ -177,9 +177,9 @@ type browserEnv struct {
 	names   atomic.Int64
 }
 
-// startBrowserEnv starts the real server on a loopback port and one headless
-// Chromium, both stopped when t ends.
-func startBrowserEnv(t *testing.T) *browserEnv {
+// startBrowserEnv starts the real server (its Config changed by configure) on a
+// loopback port and one headless Chromium, both stopped when t ends.
+func startBrowserEnv(t *testing.T, configure ...func(*Config)) *browserEnv {
 	t.Helper()
 	chrome := findChromium()
 	if chrome == "" {
@@ -197,6 +197,9 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 			netip.MustParsePrefix("127.0.0.0/8"),
 			netip.MustParsePrefix("::1/128"),
 		},
+	}
+	for _, o := range configure {
+		o(&cfg)
 	}
 	app, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
