@@ -74,7 +74,7 @@ func runCmd(t testing.TB, args ...string) (stdout, stderr string, err error) {
 
 func TestBackup_UnderLoadAndRestore(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	alice, bob := ts.user("alice"), ts.user("bob")
 	befriend(alice, bob)
 
 	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, 4000)...)
@@ -175,7 +175,7 @@ func TestBackup_Refusals(t *testing.T) {
 	}
 	// WEBIM_DB is the fallback for -db.
 	ts := newTestServer(t)
-	ts.newUser("env")
+	ts.user("env")
 	dst := filepath.Join(dir, "env.db")
 	var out bytes.Buffer
 	getenv := func(k string) string {

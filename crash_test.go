@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -32,7 +34,8 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	}
 	const (
 		cycles     = 5
-		nSenders   = 8
+		nSenders   = 10 // the last nFiles of them upload files
+		nFiles     = 2
 		nReceivers = 2
 		maxPerSend = 20_000 // bound on each sender's loop
 	)
@@ -79,13 +82,24 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 			to := recvNames[i%nReceivers]
 			for k := 0; k < maxPerSend && !stopSending.Load(); k++ {
 				cid := fmt.Sprintf("%s/%d", sendNames[i], k)
+				isFile := i >= nSenders-nFiles
+				if isFile {
+					cid = fmt.Sprintf("%s-%d", sendNames[i], k) // also the file's name
+				}
 				for attempt := 1; ; attempt++ {
 					if time.Now().After(hardStop) {
 						t.Errorf("sender %d: no answer for %s by the deadline", i, cid)
 						return
 					}
-					st, data, err := apiCall(hc, base, sendToks[i], "POST", "/api/messages",
-						map[string]any{"to": to, "body": cid, "client_msg_id": cid})
+					var st int
+					var data []byte
+					var err error
+					if isFile {
+						st, data, err = procUpload(hc, base, sendToks[i], to, cid, cid, crashFileContent(cid))
+					} else {
+						st, data, err = apiCall(hc, base, sendToks[i], "POST", "/api/messages",
+							map[string]any{"to": to, "body": cid, "client_msg_id": cid})
+					}
 					if err != nil || st == http.StatusServiceUnavailable {
 						time.Sleep(10 * time.Millisecond)
 						continue // no answer (killed) or shutting down: retry the same id
@@ -117,7 +131,10 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 
 	// Receivers poll, check their cursor only moves forward, and clean now
 	// and then, so clean state is also caught mid-crash.
-	type delivery struct{ id, seq int64 }
+	type delivery struct {
+		id, seq int64
+		fileURL string
+	}
 	received := make([]map[string][]delivery, nReceivers)
 	cursors := make([]int64, nReceivers)
 	var stopReceiving atomic.Bool
@@ -137,7 +154,11 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 				t.Errorf("receiver %d: event seq %d at or before cursor %d", r, e.Seq, cursors[r])
 			}
 			if e.Type == "message" {
-				received[r][e.Message.Body] = append(received[r][e.Message.Body], delivery{e.Message.ID, e.Seq})
+				d := delivery{id: e.Message.ID, seq: e.Seq}
+				if e.Message.File != nil {
+					d.fileURL = e.Message.File.URL
+				}
+				received[r][e.Message.Body] = append(received[r][e.Message.Body], d)
 			}
 		}
 		if len(pr.Events) > 0 {
@@ -235,6 +256,21 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 		}
 	}
 
+	// Every file message's bytes are there.
+	files := 0
+	for r := range nReceivers {
+		for body, ds := range received[r] {
+			if len(ds) != 1 || ds[0].fileURL == "" {
+				continue
+			}
+			files++
+			st, data, err := apiCall(hc, base, recvToks[r], "GET", ds[0].fileURL, nil)
+			if err != nil || st != http.StatusOK || !bytes.Equal(data, crashFileContent(body)) {
+				t.Errorf("file %s: %d, %d bytes, %v", body, st, len(data), err)
+			}
+		}
+	}
+
 	// A graceful stop, then the file itself.
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(15 * time.Second); code != 0 {
@@ -248,12 +284,20 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	db.QueryRow(`SELECT count(*) FROM messages`).Scan(&stored)
 	db.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY sender_id, body HAVING count(*) > 1)`).Scan(&dupCIDs)
 	db.QueryRow(`SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.user_id = m.sender_id`).Scan(&senderCopies)
+	var fileRows int
+	db.QueryRow(`SELECT count(*) FROM files`).Scan(&fileRows)
+	if entries, err := os.ReadDir(dbPath + ".files"); err != nil || len(entries) != fileRows {
+		t.Errorf("files folder holds %d files, the database names %d (%v)", len(entries), fileRows, err)
+	}
 	if dupCIDs != 0 {
 		t.Errorf("%d messages were stored more than once", dupCIDs)
 	}
 	if stored != len(acks) || senderCopies != len(acks) {
 		t.Errorf("database holds %d messages and %d sender copies; senders had %d confirmed", stored, senderCopies, len(acks))
 	}
-	t.Logf("%d kill -9 cycles; %d messages confirmed (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans",
-		cycles, len(acks), retried.Load(), answered200.Load(), total, cleans.Load())
+	t.Logf("%d kill -9 cycles; %d messages confirmed, %d of them files (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans",
+		cycles, len(acks), files, retried.Load(), answered200.Load(), total, cleans.Load())
 }
+
+// crashFileContent is the bytes of the crash test's file named cid.
+func crashFileContent(cid string) []byte { return bytes.Repeat([]byte(cid+"\n"), 100) }

@@ -33,6 +33,41 @@ var migrations = []string{
 		queued_delta INTEGER NOT NULL, -- change in uncleaned messages over all queues
 		at           INTEGER NOT NULL
 	);`,
+	// 3: message and file ids are never reused. Without AUTOINCREMENT a new
+	// row takes max(id)+1, so once both users cleaned the newest message the
+	// next one got its id again, and clients that know messages by id (the
+	// page does) took the new one for the old. Rebuilt child first, so no
+	// foreign key is ever left dangling.
+	`CREATE TABLE files_v3 (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		storage_name TEXT    NOT NULL UNIQUE,
+		name         TEXT    NOT NULL,
+		size         INTEGER NOT NULL,
+		content_type TEXT    NOT NULL,
+		created_at   INTEGER NOT NULL
+	);
+	INSERT INTO files_v3 (id, storage_name, name, size, content_type, created_at)
+		SELECT id, storage_name, name, size, content_type, created_at FROM files;
+	CREATE TABLE messages_v3 (
+		id            INTEGER PRIMARY KEY AUTOINCREMENT,
+		sender_id     INTEGER NOT NULL,
+		recipient_id  INTEGER NOT NULL,
+		from_name     TEXT    NOT NULL,
+		to_name       TEXT    NOT NULL,
+		body          TEXT    NOT NULL,
+		sent_at       INTEGER NOT NULL,
+		client_msg_id TEXT,
+		file_id       INTEGER REFERENCES files_v3(id),
+		refs          INTEGER NOT NULL
+	);
+	INSERT INTO messages_v3 (id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
+		SELECT id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs FROM messages;
+	DROP TABLE messages;
+	DROP TABLE files;
+	ALTER TABLE files_v3 RENAME TO files;
+	ALTER TABLE messages_v3 RENAME TO messages;
+	CREATE UNIQUE INDEX messages_client_msg_id ON messages(sender_id, client_msg_id)
+		WHERE client_msg_id IS NOT NULL;`,
 }
 
 // schemaVersion is the user_version this binary writes and understands.

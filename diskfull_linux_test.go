@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,7 +86,7 @@ func TestDiskFull_RealWriteErrors(t *testing.T) {
 		t.Fatalf("the disk never filled up (limit %d bytes; %d sends)", limit, len(stored))
 	}
 	// An upload fails the same way.
-	st, data, err := uploadTo(hc, base, aTok, bob, make([]byte, 512<<10))
+	st, data, err := procUpload(hc, base, aTok, bob, "f.bin", "", make([]byte, 512<<10))
 	if err != nil || st != http.StatusServiceUnavailable {
 		t.Errorf("upload on a full disk: %d %s %v", st, data, err)
 	}
@@ -139,27 +138,4 @@ func TestDiskFull_RealWriteErrors(t *testing.T) {
 	}
 	checkDBInvariants(t, openSQLiteForCheck(t, dbPath))
 	t.Logf("file size limit %d bytes: sends%s; %d stored in all after recovery", limit, fmtCounts(statuses), len(stored))
-}
-
-// uploadTo posts data as a file message from token's user to to.
-func uploadTo(hc *http.Client, base, token, to string, data []byte) (int, []byte, error) {
-	var buf strings.Builder
-	const boundary = "webimtestboundary"
-	fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\n%s\r\n", boundary, to)
-	fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n", boundary)
-	buf.Write(data)
-	fmt.Fprintf(&buf, "\r\n--%s--\r\n", boundary)
-	req, err := http.NewRequest("POST", base+"/api/files", strings.NewReader(buf.String()))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, err
 }

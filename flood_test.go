@@ -78,7 +78,7 @@ func flood(n, times int, f func(g, i int)) {
 
 func TestFlood_FailedLoginsPerName(t *testing.T) {
 	ts := newTestServer(t, behindProxy)
-	victim, other := ts.newUser("victim"), ts.newUser("other")
+	victim, other := ts.user("victim"), ts.user("other")
 	befriend(victim, other)
 	var ta tally
 	// 40 attackers at 40 addresses guess one password each at a time.
@@ -104,12 +104,17 @@ func TestFlood_FailedLoginsPerName(t *testing.T) {
 
 func TestFlood_FailedLoginsPerAddress(t *testing.T) {
 	ts := newTestServer(t, behindProxy)
-	other := ts.newUser("other")
+	other := ts.user("other")
+	targets := make([]string, 30)
+	for i := range targets {
+		targets[i] = uniqueName("target")
+		ts.account(targets[i], targets[i])
+	}
 	var ta tally
 	// One address tries 30 names, 4 guesses each, from 30 goroutines.
 	flood(30, 4, func(g, i int) {
 		resp, data := ts.anon().doFrom("10.2.0.1", "POST", "/api/login",
-			map[string]any{"username": fmt.Sprintf("target%d", g), "password": fmt.Sprintf("guess %d", i)})
+			map[string]any{"username": targets[g], "password": fmt.Sprintf("guess %d", i)})
 		ta.add(t, resp, data)
 	})
 	if ta.counts[http.StatusUnauthorized] > 20 {
@@ -151,7 +156,7 @@ func TestFlood_SignupsPerAddress(t *testing.T) {
 
 func TestFlood_MessagesPerUser(t *testing.T) {
 	ts := newTestServer(t, behindProxy)
-	spammer, bob, alice, carol := ts.newUser("spam"), ts.newUser("bob"), ts.newUser("alice"), ts.newUser("carol")
+	spammer, bob, alice, carol := ts.user("spam"), ts.user("bob"), ts.user("alice"), ts.user("carol")
 	befriend(spammer, bob)
 	befriend(alice, carol)
 	start := time.Now()
@@ -183,10 +188,10 @@ func TestFlood_MessagesPerUser(t *testing.T) {
 func TestFlood_FullQueueStopsGrowing(t *testing.T) {
 	const maxQueue = 50
 	ts := newTestServer(t, func(c *Config) { c.MaxQueue = maxQueue })
-	bob := ts.newUser("bob")
+	bob := ts.user("bob")
 	senders := make([]*client, 5)
 	for i := range senders {
-		senders[i] = ts.newUser("fill")
+		senders[i] = ts.user("fill")
 		befriend(senders[i], bob)
 	}
 	sendAll := func(n int) *tally {

@@ -157,6 +157,10 @@ type errorBody struct {
 
 func (a *App) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := asAPIError(err)
+	if !ok && isStorageFailure(err) {
+		// A read that the disk failed is the server's trouble, as a write's is.
+		e = errStorage
+	}
 	if !ok {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else if e.Status >= 500 {

@@ -155,7 +155,7 @@ func TestOverload_SlowClientsAreCutOff(t *testing.T) {
 // back to where it was.
 func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob := ts.newUser("alice"), ts.newUser("bob")
+	alice, bob := ts.user("alice"), ts.user("bob")
 	befriend(alice, bob)
 	pollers := make([]*client, 200)
 	for i := range pollers {
@@ -164,6 +164,7 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	runtime.GC()
 	baseline := runtime.NumGoroutine()
+	heapBase := heapInUse()
 
 	const nIdle = 3000
 	conns := make([]net.Conn, 0, nIdle)
@@ -204,6 +205,7 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 		t.Errorf("serving a send and a poll took %v with %d idle connections open", d, nIdle)
 	}
 	peak := runtime.NumGoroutine()
+	heapPeak := heapInUse()
 
 	// Everyone leaves.
 	cancel()
@@ -212,6 +214,7 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
+	conns = nil
 	http.DefaultClient.CloseIdleConnections()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -229,10 +232,25 @@ func TestOverload_IdleConnectionsAndAbandonedPollsLeakNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Memory goes back too: what the connections held is garbage now.
+	heapAfter := heapInUse()
+	t.Logf("heap in use: %d MiB at baseline, %d MiB with the clients, %d MiB after", heapBase>>20, heapPeak>>20, heapAfter>>20)
+	if heapAfter > heapBase+16<<20 {
+		t.Errorf("heap in use grew from %d to %d MiB after the clients left", heapBase>>20, heapAfter>>20)
+	}
 	if n := ts.app.notifier.waiting(); n != 0 {
 		t.Errorf("notifier still has %d waiters", n)
 	}
 	if n := ts.app.metrics.openPolls.Load(); n != 0 {
 		t.Errorf("metrics count %d open polls", n)
 	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC() // a second cycle empties sync.Pools' victim caches
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }

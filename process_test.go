@@ -207,3 +207,30 @@ func fmtCounts(m map[int]int) string {
 	}
 	return b.String()
 }
+
+// procUpload posts data as a file message named name from token's user to
+// to, with client_msg_id cid unless it is empty.
+func procUpload(hc *http.Client, base, token, to, name, cid string, data []byte) (int, []byte, error) {
+	var buf bytes.Buffer
+	const boundary = "webimtestboundary"
+	fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\n%s\r\n", boundary, to)
+	if cid != "" {
+		fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"client_msg_id\"\r\n\r\n%s\r\n", boundary, cid)
+	}
+	fmt.Fprintf(&buf, "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=%q\r\nContent-Type: application/octet-stream\r\n\r\n", boundary, name)
+	buf.Write(data)
+	fmt.Fprintf(&buf, "\r\n--%s--\r\n", boundary)
+	req, err := http.NewRequest("POST", base+"/api/files", &buf)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,7 @@ func countRows(t testing.TB, ts *testServer, query string, args ...any) int {
 
 func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 	ts := newTestServer(t)
-	alice, bob, carol := ts.newUser("alice"), ts.newUser("bob"), ts.newUser("carol")
+	alice, bob, carol := ts.user("alice"), ts.user("bob"), ts.user("carol")
 	befriend(alice, bob)
 	first := alice.send(bob, "before the fault")
 	carol.mustDo("POST", "/api/friends/"+alice.username+"/request", nil, http.StatusCreated)
@@ -103,11 +104,11 @@ func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 // retry with the same client_msg_id is a 201, not a 200).
 func TestStorageFault_FlappingDiskNeverHalfWrites(t *testing.T) {
 	ts := newTestServer(t)
-	bob := ts.newUser("bob")
+	bob := ts.user("bob")
 	const nSenders, perSender = 6, 60
 	senders := make([]*client, nSenders)
 	for i := range senders {
-		senders[i] = ts.newUser("flap")
+		senders[i] = ts.user("flap")
 		befriend(senders[i], bob)
 	}
 	stop := make(chan struct{})
@@ -189,4 +190,20 @@ func decodeInto(t testing.TB, data []byte, out any) {
 	if err := json.Unmarshal(data, out); err != nil {
 		t.Fatalf("decoding %s: %v", data, err)
 	}
+}
+
+// TestWriteError_StorageFailureIs503: a storage failure that reaches a
+// handler outside the writer (a read the disk failed) is a 503 too.
+func TestWriteError_StorageFailureIs503(t *testing.T) {
+	ts := newTestServer(t)
+	// A real SQLITE_READONLY: the read pool is query_only.
+	_, err := ts.app.store.read.Exec(`DELETE FROM users`)
+	if err == nil || !isStorageFailure(err) {
+		t.Fatalf("want a storage failure from the read pool, got %v", err)
+	}
+	rec, req := httptest.NewRecorder(), httptest.NewRequest("GET", "/api/poll", nil)
+	ts.app.writeError(rec, req, fmt.Errorf("reading the queue: %w", err))
+	resp := rec.Result()
+	resp.Request = req
+	checkError(t, resp, rec.Body.Bytes(), http.StatusServiceUnavailable, "storage_unavailable")
 }
