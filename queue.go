@@ -37,6 +37,9 @@ type Message struct {
 	Body   string    `json:"body"`
 	SentAt string    `json:"sent_at"`
 	File   *FileInfo `json:"file,omitempty"`
+	// ClientMsgID is the sender's client_msg_id, when it gave one: the
+	// sender's page matches its pending copy with the event by it.
+	ClientMsgID string `json:"client_msg_id,omitempty"`
 }
 
 // FileInfo is the file part of a file message.
@@ -169,6 +172,7 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 		tx.wakeUser(recipient.ID)
 		tx.wakeUser(sender.ID)
 		msg.From, msg.To, msg.Body, msg.SentAt = sender.Username, recipient.Username, body, apiTime(fromMilli(sentAt))
+		msg.ClientMsgID = clientMsgID
 		if file != nil {
 			msg.File = &FileInfo{ID: fileID.Int64, Name: file.Name, Size: file.Size, ContentType: file.ContentType, URL: fileURL(fileID.Int64)}
 		}
@@ -239,7 +243,7 @@ func (tx *writeTx) messageByClientID(sender int64, clientMsgID string) (Message,
 	return m, err == nil, err
 }
 
-const messageSelect = `SELECT m.id, m.from_name, m.to_name, m.body, m.sent_at,
+const messageSelect = `SELECT m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''),
 	f.id, f.name, f.size, f.content_type
 	FROM messages m LEFT JOIN files f ON f.id = m.file_id`
 
@@ -250,7 +254,7 @@ func scanMessage(row scanner) (Message, error) {
 	var sentAt int64
 	var fid, fsize sql.NullInt64
 	var fname, ftype sql.NullString
-	if err := row.Scan(&m.ID, &m.From, &m.To, &m.Body, &sentAt, &fid, &fname, &fsize, &ftype); err != nil {
+	if err := row.Scan(&m.ID, &m.From, &m.To, &m.Body, &sentAt, &m.ClientMsgID, &fid, &fname, &fsize, &ftype); err != nil {
 		return m, err
 	}
 	m.SentAt = apiTime(fromMilli(sentAt))
@@ -338,7 +342,7 @@ func (s *Store) RecentEvents(user, cursor int64, limit int) ([]Event, bool) {
 // oldest first.
 func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) ([]Event, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT q.seq, q.kind, q.at, q.payload,
-		m.id, m.from_name, m.to_name, m.body, m.sent_at, f.id, f.name, f.size, f.content_type
+		m.id, m.from_name, m.to_name, m.body, m.sent_at, m.client_msg_id, f.id, f.name, f.size, f.content_type
 		FROM queue q
 		LEFT JOIN messages m ON m.id = q.message_id
 		LEFT JOIN files f ON f.id = m.file_id
@@ -355,8 +359,8 @@ func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) 
 		var at int64
 		var payload sql.NullString
 		var mid, sentAt, fid, fsize sql.NullInt64
-		var from, to, body, fname, ftype sql.NullString
-		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &fid, &fname, &fsize, &ftype); err != nil {
+		var from, to, body, cid, fname, ftype sql.NullString
+		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 			return nil, err
 		}
 		e.Type = kindNames[kind]
@@ -365,7 +369,8 @@ func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) 
 			if !mid.Valid {
 				continue // cannot happen: refs keep the message while a queue row holds it
 			}
-			m := &Message{ID: mid.Int64, From: from.String, To: to.String, Body: body.String, SentAt: apiTime(fromMilli(sentAt.Int64))}
+			m := &Message{ID: mid.Int64, From: from.String, To: to.String, Body: body.String,
+				SentAt: apiTime(fromMilli(sentAt.Int64)), ClientMsgID: cid.String}
 			if fid.Valid {
 				m.File = &FileInfo{ID: fid.Int64, Name: fname.String, Size: fsize.Int64, ContentType: ftype.String, URL: fileURL(fid.Int64)}
 			}

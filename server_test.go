@@ -99,3 +99,23 @@ func TestQueue_CapCountsRecipientOnly(t *testing.T) {
 	bob.mustDo("POST", "/api/clean", map[string]any{"upto": 1 << 40}, http.StatusOK)
 	alice.send(bob, "room again")
 }
+
+// The sender's own copy names the client_msg_id it was sent with, so a page
+// whose answer was lost can still match the event with its pending copy.
+func TestQueue_MessageEventsCarryClientMsgID(t *testing.T) {
+	ts := newTestServer(t)
+	alice, bob := ts.user("alice"), ts.user("bob")
+	befriend(alice, bob)
+	alice.mustDo("POST", "/api/messages", map[string]any{"to": bob.username, "body": "hi", "client_msg_id": "cid-1"}, http.StatusCreated)
+	alice.send(bob, "no id")
+	for _, c := range []*client{alice, bob} {
+		got := c.messages()
+		if len(got) != 2 || got[0].ClientMsgID != "cid-1" || got[1].ClientMsgID != "" {
+			t.Fatalf("%s's queue: %+v", c.username, got)
+		}
+	}
+	ts.restart() // from the database, not the in-memory tail
+	if got := alice.messages(); len(got) != 2 || got[0].ClientMsgID != "cid-1" {
+		t.Fatalf("after restart: %+v", got)
+	}
+}

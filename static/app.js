@@ -427,6 +427,14 @@ function onMessageEvent(m, seq) {
     known.seq = seq;
     return;
   }
+  // Our own send whose answer has not come (or was lost): the event carries
+  // its client_msg_id, so the pending copy becomes this message.
+  const pending = m.from === me && m.client_msg_id && c.items.find((r) => !r.id && r.cid === m.client_msg_id);
+  if (pending) {
+    pending.seq = seq;
+    confirmSent(pending, m);
+    return;
+  }
   const r = recordFrom(m, seq);
   addRecord(c, r);
   if (m.from !== me) {
@@ -512,7 +520,8 @@ function sendFile(file) {
 
 // deliver sends a local record, retrying network errors with the same client_msg_id.
 async function deliver(r) {
-  if (!r.conv.items.includes(r)) return;
+  // Gone, or already confirmed by its event from the queue.
+  if (!r.conv.items.includes(r) || r.id) return;
   r.status = 'pending';
   r.error = null;
   render();
