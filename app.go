@@ -33,6 +33,8 @@ type App struct {
 	shutdownOnce sync.Once
 	stopJanitor  chan struct{}
 	janitorDone  chan struct{}
+	// adminSeen is the last admin event acted on; only the janitor uses it.
+	adminSeen int64
 }
 
 // newApp opens the database and wires the server; Close undoes it.
@@ -66,6 +68,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		shuttingDown: make(chan struct{}),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
+	}
+	if a.adminSeen, err = store.lastAdminEvent(context.Background()); err != nil {
+		store.Close()
+		return nil, err
 	}
 	store.onCommit = a.notifier.notify
 	store.isOnline = a.presence.IsOnline
@@ -103,12 +109,18 @@ func (a *App) janitor() {
 	defer prune.Stop()
 	sessions := time.NewTicker(time.Hour)
 	defer sessions.Stop()
+	admin := time.NewTicker(adminCheckEvery)
+	defer admin.Stop()
 	for {
 		select {
 		case <-a.stopJanitor:
 			return
 		case now := <-prune.C:
 			a.limits.prune(now)
+		case <-admin.C:
+			ctx, cancel := context.WithTimeout(context.Background(), adminCheckEvery)
+			a.applyAdminEvents(ctx)
+			cancel()
 		case <-sessions.C:
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			if err := a.sessions.PruneExpired(ctx); err != nil {

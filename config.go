@@ -29,6 +29,24 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
 	TrustedProxies []netip.Prefix
 	LogLevel       string
+	// LogFormat is "text" or "json".
+	LogFormat string
+
+	// TLS: a certificate from files, or one obtained by ACME (tls.go).
+	TLSCert, TLSKey string
+	// ACMEDomains are the names ACME certificates are obtained for.
+	ACMEDomains []string
+	ACMEEmail   string
+	// ACMEDirectory is the ACME server's directory URL; empty is Let's Encrypt.
+	ACMEDirectory string
+	// ACMERoot is a PEM file of extra roots to trust when talking to the ACME
+	// server (a private or test CA); empty trusts the system's.
+	ACMERoot string
+	// HTTPAddr is the plain-HTTP listener that redirects to HTTPS and answers
+	// ACME HTTP-01 challenges; empty for none.
+	HTTPAddr string
+	// SignupClosed refuses POST /api/signup; accounts come from "webim user add".
+	SignupClosed bool
 	// PprofAddr, when set, serves net/http/pprof there (loopback only),
 	// for profiling under load; off by default.
 	PprofAddr   string
@@ -40,6 +58,11 @@ type Config struct {
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("webim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		printCommands(stderr)
+		fmt.Fprintln(stderr, "\nFlags of the server:")
+		fs.PrintDefaults()
+	}
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -47,7 +70,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var c Config
-	var maxFile, maxQueue, exempt, proxies string
+	var maxFile, maxQueue, exempt, proxies, acmeDomains, signup string
 	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
 	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file (WEBIM_DB)")
 	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
@@ -55,11 +78,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&exempt, "rate-limit-exempt", env("WEBIM_RATE_LIMIT_EXEMPT", ""), "comma-separated CIDRs exempt from rate limits (WEBIM_RATE_LIMIT_EXEMPT)")
 	fs.StringVar(&proxies, "trust-proxy", env("WEBIM_TRUST_PROXY", ""), "comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are trusted (WEBIM_TRUST_PROXY)")
 	fs.StringVar(&c.LogLevel, "log-level", env("WEBIM_LOG_LEVEL", "info"), "debug, info, warn or error (WEBIM_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", env("WEBIM_LOG_FORMAT", "text"), "text or json (WEBIM_LOG_FORMAT)")
+	fs.StringVar(&signup, "signup", env("WEBIM_SIGNUP", "open"), "open, or closed: only \"webim user add\" creates accounts (WEBIM_SIGNUP)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("WEBIM_TLS_CERT", ""), "PEM certificate (chain) file: serve HTTPS with it (WEBIM_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("WEBIM_TLS_KEY", ""), "PEM private key file for -tls-cert (WEBIM_TLS_KEY)")
+	fs.StringVar(&acmeDomains, "acme-domain", env("WEBIM_ACME_DOMAIN", ""), "comma-separated domain names: serve HTTPS with certificates from ACME (Let's Encrypt); -addr then defaults to :443 (WEBIM_ACME_DOMAIN)")
+	fs.StringVar(&c.ACMEEmail, "acme-email", env("WEBIM_ACME_EMAIL", ""), "contact address given to the ACME CA (WEBIM_ACME_EMAIL)")
+	fs.StringVar(&c.ACMEDirectory, "acme-ca", env("WEBIM_ACME_CA", ""), "ACME directory URL; default Let's Encrypt's production one (WEBIM_ACME_CA)")
+	fs.StringVar(&c.ACMERoot, "acme-ca-root", env("WEBIM_ACME_CA_ROOT", ""), "PEM file of roots to trust for the ACME server's own HTTPS, for a private CA (WEBIM_ACME_CA_ROOT)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", env("WEBIM_HTTP_ADDR", ""), "plain-HTTP listener redirecting to HTTPS and answering ACME challenges; default :80 with -acme-domain (WEBIM_HTTP_ADDR)")
 	fs.StringVar(&c.PprofAddr, "pprof", env("WEBIM_PPROF", ""), "serve Go profiling on this loopback address, e.g. 127.0.0.1:6060 (WEBIM_PPROF; off by default)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -77,6 +111,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if c.TrustedProxies, err = parsePrefixes(proxies); err != nil {
 		return c, fmt.Errorf("-trust-proxy: %w", err)
+	}
+	switch signup {
+	case "open":
+	case "closed":
+		c.SignupClosed = true
+	default:
+		return c, fmt.Errorf("-signup %q: want open or closed", signup)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c, fmt.Errorf("-log-format %q: want text or json", c.LogFormat)
+	}
+	if err := c.parseTLS(acmeDomains, func(name string) bool {
+		return set[name] || getenv("WEBIM_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))) != ""
+	}); err != nil {
+		return c, err
 	}
 	if c.PprofAddr != "" {
 		host, _, err := net.SplitHostPort(c.PprofAddr)

@@ -25,7 +25,50 @@ var schemaV1 string
 
 // migrations[i] takes a database from user_version i+1 to i+2. schema.sql is
 // version 1 and is never edited once released; changes are appended here.
-var migrations = []string{}
+var migrations = []string{
+	// 2: what admin commands did that a running server must act on (admin.go).
+	`CREATE TABLE admin_events (
+		id           INTEGER PRIMARY KEY,
+		user_id      INTEGER NOT NULL, -- no foreign key: the user may be gone
+		queued_delta INTEGER NOT NULL, -- change in uncleaned messages over all queues
+		at           INTEGER NOT NULL
+	);`,
+	// 3: message and file ids are never reused. Without AUTOINCREMENT a new
+	// row takes max(id)+1, so once both users cleaned the newest message the
+	// next one got its id again, and clients that know messages by id (the
+	// page does) took the new one for the old. Rebuilt child first, so no
+	// foreign key is ever left dangling.
+	`CREATE TABLE files_v3 (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		storage_name TEXT    NOT NULL UNIQUE,
+		name         TEXT    NOT NULL,
+		size         INTEGER NOT NULL,
+		content_type TEXT    NOT NULL,
+		created_at   INTEGER NOT NULL
+	);
+	INSERT INTO files_v3 (id, storage_name, name, size, content_type, created_at)
+		SELECT id, storage_name, name, size, content_type, created_at FROM files;
+	CREATE TABLE messages_v3 (
+		id            INTEGER PRIMARY KEY AUTOINCREMENT,
+		sender_id     INTEGER NOT NULL,
+		recipient_id  INTEGER NOT NULL,
+		from_name     TEXT    NOT NULL,
+		to_name       TEXT    NOT NULL,
+		body          TEXT    NOT NULL,
+		sent_at       INTEGER NOT NULL,
+		client_msg_id TEXT,
+		file_id       INTEGER REFERENCES files_v3(id),
+		refs          INTEGER NOT NULL
+	);
+	INSERT INTO messages_v3 (id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
+		SELECT id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs FROM messages;
+	DROP TABLE messages;
+	DROP TABLE files;
+	ALTER TABLE files_v3 RENAME TO files;
+	ALTER TABLE messages_v3 RENAME TO messages;
+	CREATE UNIQUE INDEX messages_client_msg_id ON messages(sender_id, client_msg_id)
+		WHERE client_msg_id IS NOT NULL;`,
+}
 
 // schemaVersion is the user_version this binary writes and understands.
 func schemaVersion() int { return 1 + len(migrations) }
@@ -36,6 +79,7 @@ func schemaVersion() int { return 1 + len(migrations) }
 // fsync for all of them); reads use a separate pool that never blocks it.
 type Store struct {
 	path     string
+	shared   bool // opened by an admin command (openShared)
 	filesDir string
 	write    *sql.DB // exactly one connection, used only by the writer goroutine
 	read     *sql.DB
@@ -85,6 +129,16 @@ func dsn(path string, readOnly bool) string {
 // OpenStore opens (creating if needed) the database at path, migrates it to
 // this binary's schema version and starts the writer.
 func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
+	return openStore(path, maxQueue, log, false)
+}
+
+// openShared opens the database for an admin command, beside a server that
+// may be running: it leaves orphan files and the WAL checkpoint to the server.
+func openShared(path string, log *slog.Logger) (*Store, error) {
+	return openStore(path, defaultMaxQueue, log, true)
+}
+
+func openStore(path string, maxQueue int, log *slog.Logger, shared bool) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("empty database path")
 	}
@@ -104,6 +158,7 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 
 	s := &Store{
 		path:     path,
+		shared:   shared,
 		filesDir: path + ".files",
 		write:    write,
 		log:      log,
@@ -139,8 +194,12 @@ func OpenStore(path string, maxQueue int, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.queued.Store(queued)
-	if err := s.removeOrphanFiles(); err != nil {
-		log.Warn("could not sweep orphan files", "err", err)
+	// Only the server sweeps: an upload's file is written before its row
+	// commits, so to another process it could look orphaned.
+	if !shared {
+		if err := s.removeOrphanFiles(); err != nil {
+			log.Warn("could not sweep orphan files", "err", err)
+		}
 	}
 	go s.runWriter()
 	return s, nil
@@ -201,8 +260,12 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.signalWriter()
 	<-s.stopped
-	if _, err := s.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		s.log.Warn("wal checkpoint failed", "err", err)
+	// The server checkpoints; from an admin command TRUNCATE would wait
+	// for the server's readers.
+	if !s.shared {
+		if _, err := s.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			s.log.Warn("wal checkpoint failed", "err", err)
+		}
 	}
 	return errors.Join(s.read.Close(), s.write.Close())
 }
@@ -451,6 +514,22 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 	}
 }
 
+// isStorageFailure reports whether err is SQLite failing to use its files
+// (full or read-only disk, I/O error, out of memory, locked) rather than a
+// bug: the server's trouble, but one a client may retry after.
+func isStorageFailure(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+		sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
+}
+
 func isClientError(err error) bool {
 	_, ok := asAPIError(err)
 	return ok
@@ -494,6 +573,9 @@ func (tx *writeTx) runOp(op *writeOp) error {
 		undo()
 		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
 			return errors.Join(err, rbErr)
+		}
+		if !isClientError(err) && isStorageFailure(err) {
+			err = storageError(err)
 		}
 		op.err = err
 	}

@@ -58,6 +58,7 @@ func (a *App) routes() http.Handler {
 	authed("GET /api/files/{id}", a.handleDownload)
 	authed("GET /api/poll", a.handlePoll)
 	authed("POST /api/clean", a.handleClean)
+	handle("GET /api/config", a.handleConfig)
 	handle("GET /api/health", a.handleHealth)
 	handle("GET /metrics", a.handleMetrics)
 	handle("GET /{$}", a.handlePage)
@@ -156,6 +157,10 @@ type errorBody struct {
 
 func (a *App) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := asAPIError(err)
+	if !ok && isStorageFailure(err) {
+		// A read that the disk failed is the server's trouble, as a write's is.
+		e = errStorage
+	}
 	if !ok {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else if e.Status >= 500 {
@@ -219,14 +224,8 @@ func (a *App) sameOrigin(r *http.Request) bool {
 	if origin == "" {
 		return true
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	scheme, host := a.requestScheme(r), r.Host
 	if a.fromTrustedProxy(r) {
-		if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-			scheme = strings.ToLower(strings.TrimSpace(strings.Split(p, ",")[0]))
-		}
 		if h := r.Header.Get("X-Forwarded-Host"); h != "" {
 			host = strings.TrimSpace(strings.Split(h, ",")[0])
 		}
@@ -237,6 +236,21 @@ func (a *App) sameOrigin(r *http.Request) bool {
 	}
 	return strings.EqualFold(oScheme, scheme) &&
 		canonicalHostPort(oHost, strings.ToLower(oScheme)) == canonicalHostPort(host, scheme)
+}
+
+// requestScheme is the scheme the client used: the connection's, or behind a
+// trusted proxy the one it forwards in X-Forwarded-Proto.
+func (a *App) requestScheme(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if a.fromTrustedProxy(r) {
+		if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+			scheme = strings.ToLower(strings.TrimSpace(strings.Split(p, ",")[0]))
+		}
+	}
+	return scheme
 }
 
 // canonicalHostPort lower-cases host and adds the scheme's default port.
@@ -251,7 +265,10 @@ func canonicalHostPort(hostport, scheme string) string {
 	return hostport + ":80"
 }
 
-func setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
+// setSessionCookie sets (or, with maxAge < 0, clears) the session cookie;
+// it is Secure whenever the client reached us over TLS, directly or through
+// a trusted proxy.
+func (a *App) setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    token,
@@ -259,13 +276,16 @@ func setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxA
 		MaxAge:   maxAge,
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,
-		Secure:   r.TLS != nil,
+		Secure:   a.requestScheme(r) == "https",
 	})
 }
 
 // --- accounts -----------------------------------------------------------------
 
 func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.SignupClosed {
+		return errSignupClosed
+	}
 	var req struct {
 		Username    *string `json:"username"`
 		Password    *string `json:"password"`
@@ -295,22 +315,29 @@ func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		display = *req.DisplayName
 	}
 	addr := a.clientAddr(r)
-	limited := !a.limits.isExempt(addr)
-	if limited {
-		if wait := a.limits.signupsByAddr.retryAfter(addr.String(), time.Now()); wait > 0 {
+	// A place is held before the work and counted only if an account
+	// results, so concurrent sign-ups cannot all pass the check, nor fill
+	// it for others while they run.
+	settle := func(bool) {}
+	if !a.limits.isExempt(addr) {
+		wait, s, err := a.limits.signupsByAddr.reserve(r.Context(), addr.String())
+		if err != nil {
+			return rateLimited(1) // the client is gone
+		}
+		if wait > 0 {
 			return rateLimited(seconds(wait))
 		}
+		settle = s
 	}
 	hash, err := a.hasher.hash(r.Context(), *req.Password)
 	if err != nil {
+		settle(false)
 		return err
 	}
 	u, err := a.store.CreateUser(r.Context(), username, display, hash)
+	settle(err == nil)
 	if err != nil {
 		return err
-	}
-	if limited {
-		a.limits.signupsByAddr.record(addr.String(), time.Now())
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"user": u.json()})
 	return nil
@@ -334,23 +361,28 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		nameKey = nameKey[:maxUsernameLen*4]
 	}
 	addr := a.clientAddr(r)
-	limited := !a.limits.isExempt(addr)
-	now := time.Now()
-	if limited {
-		wait := max(a.limits.failedByName.retryAfter(nameKey, now), a.limits.failedByAddr.retryAfter(addr.String(), now))
-		if wait > 0 {
-			return rateLimited(seconds(wait))
+	// Each attempt holds a place in both limits while its password is
+	// checked, and is counted only if it fails (401s only count, API.md):
+	// checking first and counting after let concurrent guesses all pass
+	// the check, while counting every attempt at once refused good
+	// logins that merely ran together.
+	settle := func(bool) {}
+	if !a.limits.isExempt(addr) {
+		limited, s, err := a.reserveLogin(r.Context(), nameKey, addr.String())
+		if err != nil {
+			return err
+		}
+		settle = s
+		if limited != nil {
+			return limited
 		}
 	}
 	acct, ok, err := a.checkPassword(r.Context(), *req.Username, *req.Password)
+	settle(err == nil && !ok)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		if limited {
-			a.limits.failedByName.record(nameKey, time.Now())
-			a.limits.failedByAddr.record(addr.String(), time.Now())
-		}
 		return errInvalidCredentials
 	}
 	if acct.Disabled {
@@ -361,9 +393,34 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.presence.LoggedIn(acct.User)
-	setSessionCookie(w, r, token, int(sessionTTL/time.Second))
+	a.setSessionCookie(w, r, token, int(sessionTTL/time.Second))
 	writeJSON(w, http.StatusOK, map[string]any{"user": acct.User.json(), "token": token})
 	return nil
+}
+
+// reserveLogin holds a login attempt's place in the per-name and per-address
+// limits (name first, then address: one order, so waits cannot deadlock). It
+// returns a 429 when either limit is reached by counted failures.
+func (a *App) reserveLogin(ctx context.Context, nameKey, addrKey string) (limited error, settle func(failed bool), err error) {
+	none := func(bool) {}
+	now := time.Now()
+	waitName, settleName, err := a.limits.failedByName.reserve(ctx, nameKey)
+	if err != nil {
+		return nil, none, rateLimited(1) // the client is gone
+	}
+	if waitName > 0 {
+		return rateLimited(seconds(max(waitName, a.limits.failedByAddr.retryAfter(addrKey, now)))), none, nil
+	}
+	waitAddr, settleAddr, err := a.limits.failedByAddr.reserve(ctx, addrKey)
+	if err != nil {
+		settleName(false)
+		return nil, none, rateLimited(1)
+	}
+	if waitAddr > 0 {
+		settleName(false)
+		return rateLimited(seconds(waitAddr)), none, nil
+	}
+	return nil, func(failed bool) { settleName(failed); settleAddr(failed) }, nil
 }
 
 // checkPassword verifies a login. An unknown or malformed name costs the
@@ -390,7 +447,7 @@ func (a *App) handleLogout(w http.ResponseWriter, r *http.Request, s *Session) e
 		return err
 	}
 	a.presence.LoggedOut(s.User)
-	setSessionCookie(w, r, "", -1)
+	a.setSessionCookie(w, r, "", -1)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -420,7 +477,12 @@ func (a *App) handleUsers(w http.ResponseWriter, r *http.Request, s *Session) er
 	}
 	out := make([]userJSON, len(users))
 	for i, u := range users {
-		out[i] = u.json()
+		// Presence is the caller's to know for friends only (API.md).
+		if u.Friend {
+			out[i] = u.jsonWithPresence(a.presence.IsOnline(u.ID))
+		} else {
+			out[i] = u.json()
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +22,8 @@ type testServer struct {
 	app    *App
 	srv    *httptest.Server
 	closed bool
+	// hook, if set, runs on each new App before it serves (fixture_test.go).
+	hook func(*App)
 }
 
 // quietLogger keeps test output for failures that matter.
@@ -37,6 +37,14 @@ var loopbackOnly = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.Mu
 // limits, as most tests are not about them.
 func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 	t.Helper()
+	return newTestServerHooked(t, nil, opts...)
+}
+
+// newTestServerHooked is newTestServer with hook run on every App it starts
+// (restarts included) before the App serves a request: the place to shorten
+// the presence grace or install a test clock.
+func newTestServerHooked(t testing.TB, hook func(*App), opts ...func(*Config)) *testServer {
+	t.Helper()
 	cfg := Config{
 		DBPath:          filepath.Join(t.TempDir(), "webim.db"),
 		MaxFileSize:     defaultMaxFileSize,
@@ -46,7 +54,7 @@ func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	ts := &testServer{t: t, cfg: cfg}
+	ts := &testServer{t: t, cfg: cfg, hook: hook}
 	ts.start()
 	t.Cleanup(ts.close)
 	return ts
@@ -57,6 +65,9 @@ func (ts *testServer) start() {
 	app, err := newApp(ts.cfg, quietLogger())
 	if err != nil {
 		ts.t.Fatalf("newApp: %v", err)
+	}
+	if ts.hook != nil {
+		ts.hook(app)
 	}
 	ts.app = app
 	ts.srv = httptest.NewServer(app.Handler())
@@ -131,31 +142,7 @@ func (c *client) login() {
 // response with its body read.
 func (c *client) do(method, path string, body any) (*http.Response, []byte) {
 	c.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, c.ts.url(path), rd)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	return c.roundTrip(req)
+	return c.doWith(method, path, body, nil)
 }
 
 func (c *client) roundTrip(req *http.Request) (*http.Response, []byte) {

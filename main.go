@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -88,12 +87,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		fmt.Fprintln(stdout, versionString())
 		return nil
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	app, err := newApp(cfg, log)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	lns, err := listen(cfg, log)
 	if err != nil {
 		app.Close()
 		return err
@@ -113,15 +112,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if cfg.PprofAddr != "" {
 		defer startPprof(cfg.PprofAddr, log).Close()
 	}
-	log.Info("webim listening", "addr", ln.Addr().String(), "db", cfg.DBPath, "version", version)
+	log.Info("webim listening", "addr", lns.main.Addr().String(), "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", cfg.DBPath, "version", version)
 	if ready != nil {
-		ready <- ln.Addr().String()
+		ready <- lns.main.Addr().String()
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- lns.serve(srv) }()
 
 	select {
 	case err := <-serveErr:
+		lns.close()
 		app.Close()
 		return err
 	case <-ctx.Done():
@@ -130,6 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	app.BeginShutdown()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	lns.shutdown(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("requests still running at shutdown deadline", "err", err)
 		srv.Close()
@@ -141,7 +142,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return nil
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger logs at level ("debug", "info", "warn", "error") in format
+// ("text", the default, or "json" for log shippers).
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
 	case "debug":
@@ -153,5 +156,9 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	default:
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if strings.EqualFold(format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -26,6 +26,9 @@ const (
 	// 4000-code-point message written entirely as \u escapes of surrogate
 	// pairs (12 bytes each), well under this.
 	maxJSONBody = 128 << 10
+
+	// jsonBodyTimeout bounds reading a JSON request body.
+	jsonBodyTimeout = 15 * time.Second
 )
 
 // normalizeUsername validates a username and returns its stored, lower-case form.
@@ -49,18 +52,29 @@ func normalizeUsername(s string) (string, error) {
 }
 
 // validateDisplayName accepts 1 to 64 printable code points, not all spaces.
+// The zero-width joiner and non-joiner count as printable: emoji such as
+// 👩‍💻 and scripts such as Persian need them. Other format characters
+// (bidi overrides among them) do not.
 func validateDisplayName(s string) error {
 	if !utf8.ValidString(s) {
 		return errInvalidDisplayName
 	}
 	n := utf8.RuneCountInString(s)
-	if n < 1 || n > maxDisplayNameLen || strings.TrimSpace(s) == "" {
+	if n < 1 || n > maxDisplayNameLen {
 		return errInvalidDisplayName
 	}
+	visible := false
 	for _, r := range s {
-		if !unicode.IsPrint(r) {
+		switch {
+		case r == '\u200c' || r == '\u200d':
+		case !unicode.IsPrint(r):
 			return errInvalidDisplayName
+		case !unicode.IsSpace(r):
+			visible = true
 		}
+	}
+	if !visible {
+		return errInvalidDisplayName
 	}
 	return nil
 }
@@ -95,14 +109,24 @@ func validateClientMsgID(s string) error {
 // decodeJSON reads one JSON object of at most maxJSONBody bytes into dst.
 // Unknown fields are ignored (newer clients, older servers); trailing data,
 // wrong types and oversize bodies are client errors.
+//
+// The body is read as JSON whatever Content-Type says: a client that forgot
+// the header still works, and anything that is not JSON is a 400 all the
+// same. Cross-site forms are kept out by the Origin check and the
+// SameSite=Strict cookie, not by the media type.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return errUnsupportedMedia
-		}
-	}
+	// The server's ReadTimeout is sized for a 10 MiB upload; a JSON body
+	// of at most maxJSONBody gets far less, so a client that dribbles it
+	// cannot hold the connection for minutes. The deadline is lifted once
+	// the body is in; after a failed read it stays, so the server's drain
+	// of the unread rest fails too and the connection closes.
+	// (ErrNotSupported, as from a recorder, is ignored.)
+	rc := http.NewResponseController(w)
+	deadlineSet := rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout)) == nil
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err == nil && deadlineSet {
+		rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -89,6 +89,7 @@ export const api = {
   login: (username, password) => request('POST', '/api/login', { username, password }),
   logout: () => request('POST', '/api/logout'),
   me: () => request('GET', '/api/me'),
+  config: () => request('GET', '/api/config'),
 
   searchUsers: (q, limit = 20, signal) =>
     request('GET', `/api/users?q=${enc(q)}&limit=${limit}`, undefined, { signal }),

@@ -1,91 +1,24 @@
-// app.js: the webim chat page. State lives in `state`; render() draws it.
-// Everything the server says arrives through one long-poll loop (poll.js).
+// app.js: the webim chat page. State lives in `state` (state.js); render() draws it.
+// Everything the server says arrives through one long-poll loop (poll.js). The
+// sign-in screen is auth.js, one message's DOM is messageview.js, and every
+// request goes through api.js.
 
 import { api, uploadFile, ApiError, NetworkError, isRetryable } from './api.js';
-import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar } from './dom.js';
+import { h, dayLabel, dayKey, avatar } from './dom.js';
+import { show, showAuth, setupAuth, loadServerConfig } from './auth.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupMenu } from './menu.js';
+import { messageEl } from './messageview.js';
 import { Poller } from './poll.js';
+import {
+  state, conv, storageGet, storageSet, saveLastRead, unreadOf, remember, nameOf, userOf, IMAGE_TYPES,
+} from './state.js';
 
 const $ = (id) => document.getElementById(id);
 
 const APP_NAME = 'webim';
-const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
 const MAX_BODY = 4000;
 const SEND_ATTEMPTS = 5;
-
-// ---------------------------------------------------------------- state
-
-const state = {
-  me: null, // user object of the signed-in user
-  people: new Map(), // username -> latest user object seen
-  friends: new Map(), // username -> user (with online)
-  incoming: new Map(),
-  outgoing: new Map(),
-  blocked: new Map(),
-  convs: new Map(), // username -> conversation
-  active: null, // username of the open conversation
-  view: 'list', // list | conversation | blocks
-  maxSeq: 0, // highest seq received: what Clean acknowledges
-  poller: null,
-  caughtUp: false,
-  search: { q: '', results: null, timer: 0, ctrl: null },
-};
-
-// A conversation with one user. items are message records, oldest first;
-// records without an id (still sending) stay after the stored ones.
-function conv(username) {
-  let c = state.convs.get(username);
-  if (!c) {
-    c = { username, items: [], byId: new Map(), lastRead: loadLastRead(username), stick: true };
-    state.convs.set(username, c);
-  }
-  return c;
-}
-
-function lastReadKey(peer) {
-  return `webim:lastRead:${state.me.username}:${peer}`;
-}
-
-function loadLastRead(peer) {
-  try {
-    return Number(localStorage.getItem(lastReadKey(peer))) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-function saveLastRead(c) {
-  try {
-    localStorage.setItem(lastReadKey(c.username), String(c.lastRead));
-  } catch {
-    // Private mode or full storage: unread counts just won't survive a reload.
-  }
-}
-
-function unreadOf(c) {
-  let n = 0;
-  for (const r of c.items) if (r.id && r.from !== state.me.username && r.id > c.lastRead) n++;
-  return n;
-}
-
-function remember(user) {
-  if (!user || !user.username) return user;
-  const old = state.people.get(user.username) || {};
-  const merged = { ...old, ...user };
-  state.people.set(user.username, merged);
-  return merged;
-}
-
-function nameOf(username) {
-  if (state.me && username === state.me.username) return state.me.display_name || username;
-  const u = state.people.get(username);
-  return (u && u.display_name) || username;
-}
-
-function userOf(username) {
-  return state.people.get(username) || { username, display_name: username };
-}
 
 // ---------------------------------------------------------------- rendering
 
@@ -181,8 +114,7 @@ function renderSidebar() {
     const preview = row.last ? previewOf(row.last) : '';
     const sig = [nameOf(row.name), online, unread, preview, state.active === row.name,
       state.blocked.has(row.name)].join('|');
-    return cached(sideCache, `friend:${row.name}`, sig, () =>
-      friendItem(row.name, online, unread, preview));
+    return friendItem(row.name, online, unread, preview, sig);
   }));
   $('friends-empty').hidden = rows.length > 0;
 
@@ -200,7 +132,7 @@ function renderSidebar() {
 
   // Notifications hint.
   const canAsk = 'Notification' in window && Notification.permission === 'default';
-  $('notify-hint').hidden = !canAsk || localStorage.getItem('webim:notifyDismissed') === '1';
+  $('notify-hint').hidden = !canAsk || storageGet('webim:notifyDismissed') === '1';
   $('notify-menu-btn').hidden = !canAsk;
 }
 
@@ -218,7 +150,8 @@ function relation(username) {
 
 function previewOf(r) {
   const mine = r.from === state.me.username;
-  const text = r.file || r.localFile ? `📎 ${r.body}` : r.body;
+  const type = r.file ? r.file.content_type : (r.localFile ? r.localFile.type : '');
+  const text = r.file || r.localFile ? `${IMAGE_TYPES.has(type) ? 'Photo' : 'File'}: ${r.body}` : r.body;
   return (mine ? 'You: ' : '') + text.replace(/\s+/g, ' ').slice(0, 80);
 }
 
@@ -262,7 +195,7 @@ function searchItem(u, rel) {
 
 function incomingItem(u) {
   const name = u.display_name || u.username;
-  return h('li', { class: 'person', 'data-username': u.username, 'data-testid': 'incoming-request' },
+  return h('li', { class: 'person request', 'data-username': u.username, 'data-testid': 'incoming-request' },
     avatar(u, { size: 'sm' }), personLabel(u),
     h('span', { class: 'actions' },
       h('button', {
@@ -301,26 +234,40 @@ function blockedItem(u) {
     }, 'Unblock'));
 }
 
-function friendItem(username, online, unread, preview) {
+const friendRows = new Map(); // username -> { li, btn, sig }
+
+// friendItem returns the row of a friend (or past correspondent). The row and its
+// button stay the same elements across updates, so focus and clicks are never lost.
+function friendItem(username, online, unread, preview, sig) {
+  let row = friendRows.get(username);
+  if (!row) {
+    const btn = h('button', {
+      type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
+      onclick: () => openConversation(username),
+    });
+    const li = h('li', { class: 'friend', 'data-username': username, 'data-testid': 'friend' }, btn);
+    row = { li, btn, sig: null };
+    friendRows.set(username, row);
+  }
+  if (row.sig === sig) return row.li;
+  row.sig = sig;
+  const { li, btn } = row;
   const u = userOf(username);
   const name = nameOf(username);
   const status = online === null ? (state.blocked.has(username) ? 'blocked' : 'not a friend')
     : (online ? 'online' : 'offline');
-  const label = `${name}, ${status}${unread ? `, ${unread} unread` : ''}`;
-  return h('li', {
-    class: 'friend', 'data-username': username, 'data-testid': 'friend',
-    'data-online': online === null ? undefined : String(online),
-  },
-  h('button', {
-    type: 'button', class: 'friend-btn', 'data-fkey': `friend:${username}`,
-    'aria-label': label, 'aria-current': state.active === username ? 'true' : undefined,
-    onclick: () => openConversation(username),
-  },
-  avatar(u, { size: 'md', online: online === null ? undefined : online }),
-  h('span', { class: 'person-text' },
-    h('span', { class: 'person-name' }, name),
-    h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
-  unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : null));
+  if (online === null) delete li.dataset.online;
+  else li.dataset.online = String(online);
+  btn.setAttribute('aria-label', `${name}, ${status}${unread ? `, ${unread} unread` : ''}`);
+  if (state.active === username) btn.setAttribute('aria-current', 'true');
+  else btn.removeAttribute('aria-current');
+  btn.replaceChildren(
+    avatar(u, { size: 'md', online: online === null ? undefined : online }),
+    h('span', { class: 'person-text' },
+      h('span', { class: 'person-name' }, name),
+      h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
+    unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '');
+  return li;
 }
 
 function renderTitle() {
@@ -393,7 +340,7 @@ function renderConversation(c) {
     }
     const first = !prev || prev.from !== r.from || dayKey(prev.sentAt) !== dayKey(d) ||
       d - prev.sentAt > 5 * 60 * 1000;
-    const el = messageEl(r);
+    const el = messageEl(r, messageActions);
     el.classList.toggle('first', first);
     els.push(el);
     prev = r;
@@ -403,7 +350,9 @@ function renderConversation(c) {
   if (switched || nearBottom || c.stick) {
     scroller.scrollTop = scroller.scrollHeight;
     c.stick = false;
+    c.newBelow = false;
   }
+  $('new-below').hidden = !c.newBelow;
 
   // Reading: the open conversation counts as read while the page is visible.
   if (!document.hidden) markRead(c);
@@ -419,103 +368,12 @@ function markRead(c) {
   }
 }
 
-const msgCache = new Map();
+const msgCache = new Map(); // day dividers
 
-// messageEl returns the element of a message record, rebuilt only when it changed.
-function messageEl(r) {
-  const sig = [r.id, r.status, r.error, r.body, r.file ? r.file.url : '', nameOf(r.from)].join('|');
-  if (r.el && r.sig === sig) return r.el;
-  r.sig = sig;
-  const mine = r.from === state.me.username;
-  const li = h('li', {
-    class: `msg ${mine ? 'mine' : 'theirs'}`,
-    'data-testid': 'message',
-    'data-id': r.id || undefined,
-    'data-status': r.status,
-    'data-from': r.from,
-  });
-  li.append(h('div', { class: 'msg-sender' }, nameOf(r.from)));
-  const bubble = h('div', { class: 'bubble' });
-  bubble.append(messageContent(r));
-  const meta = h('div', { class: 'msg-meta' },
-    h('time', { datetime: r.sentAt.toISOString(), title: formatFull(r.sentAt) }, formatTime(r.sentAt)));
-  if (mine) {
-    const label = { pending: 'Sending…', sent: 'Sent', failed: 'Not sent', error: 'Not sent' }[r.status];
-    meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', title: label, 'aria-label': label },
-      r.status === 'sent' ? '✓' : r.status === 'pending' ? '…' : '!'));
-  }
-  bubble.append(meta);
-  li.append(bubble);
-  if (r.localFile && r.status === 'pending') {
-    const bar = h('progress', { class: 'upload-progress', max: '1', value: String(r.progress || 0), 'aria-label': `Uploading ${r.body}` });
-    r.progressEl = bar;
-    li.append(bar);
-  }
-  if (r.status === 'failed' || r.status === 'error') {
-    const actions = h('div', { class: 'msg-error', role: 'alert' },
-      h('span', null, r.status === 'failed' ? 'Not sent: no connection.' : `Not sent: ${r.error}`));
-    if (r.status === 'failed' || r.retryable) {
-      actions.append(h('button', {
-        type: 'button', class: 'link-btn', 'data-testid': 'retry',
-        onclick: () => { r.attempts = 0; deliver(r); },
-      }, 'Retry'));
-    }
-    actions.append(h('button', {
-      type: 'button', class: 'link-btn', onclick: () => discardLocal(r),
-    }, 'Remove'));
-    li.append(actions);
-  }
-  r.el = li;
-  return li;
-}
-
-function safeFileUrl(url) {
-  try {
-    const u = new URL(url, location.origin);
-    if (u.origin !== location.origin || !u.pathname.startsWith('/api/files/')) return null;
-    return u.pathname + u.search;
-  } catch {
-    return null;
-  }
-}
-
-function messageContent(r) {
-  const file = r.file;
-  if (file) {
-    const url = safeFileUrl(file.url);
-    if (url && IMAGE_TYPES.has(file.content_type)) {
-      const img = h('img', { class: 'thumb', src: url, alt: file.name, 'data-testid': 'thumbnail', loading: 'lazy' });
-      img.addEventListener('load', onThumbLoad);
-      return h('a', { class: 'thumb-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: file.name }, img);
-    }
-    return fileLink(file.name, file.size, url);
-  }
-  if (r.localFile) {
-    if (r.previewUrl) {
-      const img = h('img', { class: 'thumb', src: r.previewUrl, alt: r.body });
-      img.addEventListener('load', onThumbLoad);
-      return h('span', { class: 'thumb-link' }, img);
-    }
-    return fileLink(r.body, r.localFile.size, null);
-  }
-  return h('div', { class: 'msg-body', 'data-testid': 'message-body' }, linkify(r.body));
-}
-
-function onThumbLoad() {
-  const s = $('message-scroll');
-  if (s.scrollHeight - s.scrollTop - s.clientHeight < this.height + 120) s.scrollTop = s.scrollHeight;
-}
-
-function fileLink(name, size, url) {
-  const inner = [
-    h('span', { class: 'file-icon', 'aria-hidden': 'true' }, '📄'),
-    h('span', { class: 'file-text' },
-      h('span', { class: 'file-name' }, name),
-      h('span', { class: 'file-size' }, formatSize(size))),
-  ];
-  if (!url) return h('span', { class: 'file-link' }, inner);
-  return h('a', { class: 'file-link', href: url, download: name, 'data-testid': 'file-link', rel: 'noopener noreferrer' }, inner);
-}
+const messageActions = {
+  retry: (r) => { r.attempts = 0; deliver(r); },
+  remove: (r) => discardLocal(r),
+};
 
 // ---------------------------------------------------------------- toasts
 
@@ -572,7 +430,10 @@ function onMessageEvent(m, seq) {
   const r = recordFrom(m, seq);
   addRecord(c, r);
   if (m.from !== me) {
-    if (state.active === peer) c.stick = isNearBottom();
+    if (state.active === peer) {
+      c.stick = isNearBottom();
+      if (!c.stick) c.newBelow = true;
+    }
     if (document.hidden && state.caughtUp && r.id > c.lastRead) notify(peer, r);
   }
 }
@@ -626,6 +487,7 @@ function sendText() {
   c.stick = true;
   input.value = '';
   autosize();
+  showLength();
   render();
   deliver(r);
 }
@@ -682,6 +544,19 @@ async function deliver(r) {
   }
 }
 
+// retryFailed sends again every message that gave up on a network error, once
+// the connection is back (same client_msg_id, so nothing doubles).
+function retryFailed() {
+  for (const c of state.convs.values()) {
+    for (const r of c.items) {
+      if (r.status === 'failed') {
+        r.attempts = 0;
+        deliver(r);
+      }
+    }
+  }
+}
+
 function discardLocal(r) {
   if (r.id) return;
   removeRecord(r);
@@ -723,6 +598,7 @@ async function askNotifications() {
 
 function handleEvent(ev) {
   if (typeof ev.seq === 'number' && ev.seq > state.maxSeq) state.maxSeq = ev.seq;
+  if (ev.type !== 'message') listGen++;
   switch (ev.type) {
     case 'message':
       if (ev.message) onMessageEvent(ev.message, ev.seq);
@@ -781,10 +657,19 @@ function refreshFriendsSoon() {
 
 // refreshLists reloads friends, requests and blocks (events are transient, so after a gap
 // in the connection the lists are fetched again).
+// listGen counts local changes to those lists; a fetch that a change overtook is
+// stale, so it is dropped and made again.
+let listGen = 0;
+
 async function refreshLists() {
   const me = state.me;
+  const gen = listGen;
   const [f, b] = await Promise.all([api.friends(), api.blocks()]);
   if (state.me !== me) return;
+  if (gen !== listGen) {
+    refreshFriendsSoon();
+    return;
+  }
   state.friends = new Map(f.friends.map((u) => [u.username, remember(u)]));
   state.incoming = new Map(f.incoming.map((u) => [u.username, remember(u)]));
   state.outgoing = new Map(f.outgoing.map((u) => [u.username, remember(u)]));
@@ -814,6 +699,7 @@ function addFriend(u, btn) {
   return withButton(btn, async () => {
     try {
       const res = await api.requestFriend(u.username);
+      listGen++;
       // 200 (a body) would mean it completed a friendship; 201 means a pending request.
       void res;
     } catch (e) {
@@ -829,6 +715,7 @@ function addFriend(u, btn) {
 function acceptRequest(u, btn) {
   return withButton(btn, async () => {
     await api.acceptFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
     state.friends.set(u.username, { ...remember(u), online: Boolean(u.online) });
     await refreshLists();
@@ -838,6 +725,7 @@ function acceptRequest(u, btn) {
 function refuseRequest(u, btn) {
   return withButton(btn, async () => {
     await api.refuseFriend(u.username);
+    listGen++;
     state.incoming.delete(u.username);
   });
 }
@@ -845,6 +733,7 @@ function refuseRequest(u, btn) {
 function cancelRequest(u, btn) {
   return withButton(btn, async () => {
     await api.removeFriend(u.username);
+    listGen++;
     state.outgoing.delete(u.username);
   });
 }
@@ -852,6 +741,7 @@ function cancelRequest(u, btn) {
 function unfriend(username) {
   return withButton($('unfriend-btn'), async () => {
     await api.removeFriend(username);
+    listGen++;
     state.friends.delete(username);
     toast(`You are no longer friends with ${nameOf(username)}.`);
   });
@@ -860,6 +750,7 @@ function unfriend(username) {
 function blockUser(username) {
   return withButton($('block-btn'), async () => {
     await api.block(username);
+    listGen++;
     state.friends.delete(username);
     state.incoming.delete(username);
     state.outgoing.delete(username);
@@ -871,6 +762,7 @@ function blockUser(username) {
 function unblockUser(username, btn) {
   return withButton(btn, async () => {
     await api.unblock(username);
+    listGen++;
     state.blocked.delete(username);
     toast(`You unblocked ${nameOf(username)}.`);
   });
@@ -966,6 +858,15 @@ function autosize() {
   t.style.height = `${Math.min(t.scrollHeight, 160)}px`;
 }
 
+// showLength counts characters once a message nears the 4000 limit.
+function showLength() {
+  const n = [...$('message-input').value].length;
+  const el = $('char-count');
+  el.hidden = n < MAX_BODY - 500;
+  el.textContent = `${n.toLocaleString('en')} / ${MAX_BODY.toLocaleString('en')}`;
+  el.classList.toggle('over', n > MAX_BODY);
+}
+
 function setupComposer() {
   const input = $('message-input');
   $('composer').addEventListener('submit', (e) => {
@@ -980,6 +881,7 @@ function setupComposer() {
     }
   });
   input.addEventListener('input', autosize);
+  input.addEventListener('input', showLength);
   input.addEventListener('paste', (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
     if (files.length) {
@@ -1051,7 +953,10 @@ function startPolling() {
     },
     onState: (s, wasDown) => {
       setConnState(s);
-      if (s === 'online' && wasDown) refreshLists().catch(() => {});
+      if (s === 'online' && wasDown) {
+        refreshLists().catch(() => {});
+        retryFailed();
+      }
     },
     onFatal: (e) => onUnauthorized(e),
     isCaughtUp: () => state.caughtUp,
@@ -1087,41 +992,7 @@ function showReplaced() {
   $('signin-again-btn').focus();
 }
 
-// ---------------------------------------------------------------- screens
-
-function show(screen) {
-  $('splash').hidden = screen !== 'splash';
-  $('auth-screen').hidden = screen !== 'auth';
-  $('app-screen').hidden = screen !== 'app';
-}
-
-function setAuthTab(tab) {
-  const login = tab === 'login';
-  $('login-form').hidden = !login;
-  $('signup-form').hidden = login;
-  $('show-login').setAttribute('aria-selected', String(login));
-  $('show-signup').setAttribute('aria-selected', String(!login));
-  $('show-login').tabIndex = login ? 0 : -1;
-  $('show-signup').tabIndex = login ? -1 : 0;
-  $('login-error').textContent = '';
-  $('signup-error').textContent = '';
-}
-
-function showAuth(tab = 'login', { username = '', notice = '' } = {}) {
-  document.title = APP_NAME;
-  setAuthTab(tab);
-  const n = $('auth-notice');
-  n.textContent = notice;
-  n.hidden = !notice;
-  show('auth');
-  if (username) {
-    $('login-username').value = username;
-    $('login-password').value = '';
-    $('login-password').focus();
-  } else {
-    $(tab === 'login' ? 'login-username' : 'signup-username').focus();
-  }
-}
+// ---------------------------------------------------------------- session
 
 function startApp(user) {
   signOutLocally();
@@ -1149,6 +1020,7 @@ function signOutLocally() {
   state.search.results = null;
   $('user-search').value = '';
   sideCache.clear();
+  friendRows.clear();
   msgCache.clear();
   shownConv = null;
   for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list']) {
@@ -1173,87 +1045,29 @@ async function logout() {
   showAuth('login', { username: '', notice: username ? 'You have logged out.' : '' });
 }
 
-function authErrorText(e) {
-  if (e instanceof NetworkError) return 'Cannot reach the server. Check your connection and try again.';
-  return e.message;
-}
-
-function setupAuth() {
-  $('show-login').addEventListener('click', () => { setAuthTab('login'); $('login-username').focus(); });
-  $('show-signup').addEventListener('click', () => { setAuthTab('signup'); $('signup-username').focus(); });
-  for (const id of ['show-login', 'show-signup']) {
-    $(id).addEventListener('keydown', (e) => {
-      if (e.key === 'ArrowLeft' || e.key === 'ArrowRight') {
-        e.preventDefault();
-        const to = id === 'show-login' ? 'signup' : 'login';
-        setAuthTab(to);
-        $(`show-${to}`).focus();
-      }
-    });
-  }
-
-  $('login-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const username = $('login-username').value.trim();
-    const password = $('login-password').value;
-    const err = $('login-error');
-    if (!username || !password) {
-      err.textContent = 'Enter your username and password.';
-      return;
-    }
-    const btn = $('login-submit');
-    btn.disabled = true;
-    btn.textContent = 'Logging in…';
-    err.textContent = '';
-    try {
-      const res = await api.login(username, password);
-      $('login-password').value = '';
-      startApp(res.user);
-    } catch (ex) {
-      err.textContent = authErrorText(ex);
-    } finally {
-      btn.disabled = false;
-      btn.textContent = 'Log in';
-    }
-  });
-
-  $('signup-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const username = $('signup-username').value.trim();
-    const password = $('signup-password').value;
-    const displayName = $('signup-display-name').value.trim();
-    const err = $('signup-error');
-    if (!username || !password) {
-      err.textContent = 'Choose a username and a password.';
-      return;
-    }
-    const btn = $('signup-submit');
-    btn.disabled = true;
-    btn.textContent = 'Creating account…';
-    err.textContent = '';
-    try {
-      await api.signup(username, password, displayName);
-      const res = await api.login(username, password);
-      $('signup-password').value = '';
-      startApp(res.user);
-    } catch (ex) {
-      err.textContent = authErrorText(ex);
-    } finally {
-      btn.disabled = false;
-      btn.textContent = 'Create account';
-    }
-  });
-
+function setupApp() {
   $('signin-again-btn').addEventListener('click', () => {
     const username = state.replacedUser || (state.me && state.me.username) || '';
     signOutLocally();
     $('replaced-notice').hidden = true;
     showAuth('login', { username });
   });
-}
 
-function setupApp() {
   setupComposer();
+  // "New messages" appears when one arrives while reading further up.
+  $('new-below').addEventListener('click', () => {
+    const sc = $('message-scroll');
+    sc.scrollTop = sc.scrollHeight;
+    if (state.active) conv(state.active).newBelow = false;
+    $('new-below').hidden = true;
+    $('message-input').focus();
+  });
+  $('message-scroll').addEventListener('scroll', () => {
+    if (state.active && !$('new-below').hidden && isNearBottom()) {
+      conv(state.active).newBelow = false;
+      $('new-below').hidden = true;
+    }
+  }, { passive: true });
   $('user-search').addEventListener('input', (e) => setSearch(e.target.value));
   $('user-search').addEventListener('keydown', (e) => {
     if (e.key === 'Escape') {
@@ -1278,7 +1092,7 @@ function setupApp() {
   $('notify-menu-btn').addEventListener('click', () => { account.close(); askNotifications(); });
   $('notify-btn').addEventListener('click', askNotifications);
   $('notify-dismiss').addEventListener('click', () => {
-    try { localStorage.setItem('webim:notifyDismissed', '1'); } catch { /* ignore */ }
+    storageSet('webim:notifyDismissed', '1');
     render();
   });
 
@@ -1295,7 +1109,8 @@ function setupApp() {
 
 // boot asks the server whether the cookie still holds a session.
 async function boot() {
-  setupAuth();
+  setupAuth(startApp);
+  loadServerConfig();
   setupApp();
   let delay = 1000;
   for (;;) {

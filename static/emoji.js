@@ -83,6 +83,9 @@ export function setupEmojiPicker(button, popover, field) {
       items[j].focus();
     }
   });
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !popover.hidden) close(true);
+  });
   document.addEventListener('click', (e) => {
     if (!popover.contains(e.target) && e.target !== button) close(false);
   });
