@@ -161,9 +161,14 @@ func (a *App) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// A read that the disk failed is the server's trouble, as a write's is.
 		e = errStorage
 	}
-	if !ok {
+	switch {
+	case !ok && r.Context().Err() != nil:
+		// The client went away (say, while waiting for a password hash):
+		// nobody reads this answer and nothing went wrong here.
+		a.log.Debug("client gone", "method", r.Method, "path", r.URL.Path, "err", err)
+	case !ok:
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	} else if e.Status >= 500 {
+	case e.Status >= 500:
 		a.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	if e.RetryAfter > 0 {
@@ -328,6 +333,15 @@ func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
 			return rateLimited(seconds(wait))
 		}
 		settle = s
+	}
+	// A taken name is answered before the hash: the 409 tells that it exists
+	// anyway. The UNIQUE constraint still decides a race between two.
+	if _, err := a.store.AccountByName(r.Context(), username); err == nil {
+		settle(false)
+		return errUsernameTaken
+	} else if !errors.Is(err, errNoSuchUser) {
+		settle(false)
+		return err
 	}
 	hash, err := a.hasher.hash(r.Context(), *req.Password)
 	if err != nil {
