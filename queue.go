@@ -398,25 +398,28 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 		if err != nil {
 			return err
 		}
-		if err := tx.saveLastSeq(c); err != nil {
+		// Acknowledge the messages (their count is the answer), release
+		// them, then delete every event up to upto: the acknowledged
+		// messages and the notices among them.
+		res, err := tx.exec(`UPDATE queue SET acked = 1 WHERE user_id = ? AND seq <= ? AND acked = 0 AND kind = 1`, user, upto)
+		if err != nil {
 			return err
 		}
-		if _, err := tx.exec(`UPDATE queue SET acked = 1 WHERE user_id = ? AND seq <= ? AND acked = 0`, user, upto); err != nil {
-			return err
-		}
-		const ackedMessages = `SELECT message_id FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1 AND kind = 1`
-		if err := tx.queryRow(`SELECT count(*) FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1 AND kind = 1`, user, upto).Scan(&removed); err != nil {
+		if removed, err = res.RowsAffected(); err != nil {
 			return err
 		}
 		if removed > 0 {
-			if _, err := tx.releaseMessages(ackedMessages, user, upto); err != nil {
+			const acked = `SELECT message_id FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1`
+			if _, err := tx.releaseMessages(acked, user, upto); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ? AND acked = 1`, user, upto); err != nil {
+		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ?`, user, upto); err != nil {
 			return err
 		}
-		if _, err := tx.exec(`UPDATE cursors SET acked_seq = max(acked_seq, min(?, ?)) WHERE user_id = ?`, upto, c.lastSeq, user); err != nil {
+		// The queue may now be empty: its last seq lives on in the cursor row.
+		if _, err := tx.exec(`UPDATE cursors SET last_seq = max(last_seq, ?1), acked_seq = max(acked_seq, min(?2, ?1))
+			WHERE user_id = ?3`, c.lastSeq, upto, user); err != nil {
 			return err
 		}
 		c.queued -= removed
