@@ -411,11 +411,14 @@ func runPropertySeed(t *testing.T, seed uint64, steps int) {
 			log = append(log, fmt.Sprintf("%d: restart", step))
 			ts.restart()
 		}
-		// After every step: the two users' views agree with the model (so
-		// friendship is symmetric and blocks hold); now and then everyone's.
-		checkRelations(a)
-		if b != a {
-			checkRelations(b)
+		// After every step that could change them: the two users' views
+		// agree with the model (so friendship is symmetric and blocks
+		// hold); now and then everyone's.
+		if op < 42 || op >= 96 {
+			checkRelations(a)
+			if b != a {
+				checkRelations(b)
+			}
 		}
 		if step%50 == 49 {
 			for i := range users {
