@@ -102,27 +102,36 @@ func (tx *writeTx) cachedUser(username string) (User, error) {
 	return u, err
 }
 
+// DirectoryEntry is a search result: a user, and whether they are the
+// caller's friend (whose presence the caller may then see).
+type DirectoryEntry struct {
+	User
+	Friend bool
+}
+
 // SearchUsers lists users whose username or display name starts with prefix
 // (case-insensitively), excluding the caller, ordered by username.
-func (s *Store) SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]User, error) {
+func (s *Store) SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]DirectoryEntry, error) {
 	fold := strings.ToLower(prefix)
 	// A prefix is a range of the index: [p, p + U+10FFFF).
 	upper := fold + "\U0010FFFF"
 	rows, err := s.read.QueryContext(ctx, `
-		SELECT id, username, display_name FROM users
+		SELECT id, username, display_name,
+			EXISTS (SELECT 1 FROM friendships f WHERE f.user_id = ?1 AND f.friend_id = users.id)
+		FROM users
 		WHERE id <> ?1 AND ((username >= ?2 AND username < ?3) OR (display_fold >= ?2 AND display_fold < ?3))
 		ORDER BY username LIMIT ?4`, callerID, fold, upper, limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	users := []User{}
+	users := []DirectoryEntry{}
 	for rows.Next() {
-		var u User
-		if err := rows.Scan(&u.ID, &u.Username, &u.DisplayName); err != nil {
+		var e DirectoryEntry
+		if err := rows.Scan(&e.ID, &e.Username, &e.DisplayName, &e.Friend); err != nil {
 			return nil, err
 		}
-		users = append(users, u)
+		users = append(users, e)
 	}
 	return users, rows.Err()
 }

@@ -153,6 +153,7 @@ func TestAccounts_SignupRejects(t *testing.T) {
 		{"username": "abc", "password": "éééééééé"},
 		{"username": long("z", 32), "password": long("🔑", 1024)},
 		{"username": "display64", "password": "12345678", "display_name": long("é", 64)},
+		{"username": "joiner", "password": "12345678", "display_name": "Ana 👩\u200d💻"},
 	} {
 		resp, data := signup(anon, body)
 		checkJSON(t, resp, data, http.StatusCreated)

@@ -24,8 +24,9 @@ import (
 // once, it learns from admin_events within adminCheckEvery.
 
 // adminCheckEvery is how soon a running server ends the sessions of a user
-// whose password was changed or who was disabled or deleted.
-const adminCheckEvery = time.Second
+// whose password was changed or who was disabled or deleted. A look is one
+// indexed read of admin_events, which is almost always empty.
+const adminCheckEvery = 250 * time.Millisecond
 
 func init() {
 	commands["user"] = &command{
@@ -47,6 +48,8 @@ type userCommand struct {
 	flags  func(fs *flag.FlagSet) func(ctx context.Context, s *Store, name string, env cmdEnv) error
 }
 
+// userCommands are the "webim user" subcommands by name; each flags func
+// adds its flags and returns what it does.
 var userCommands = map[string]userCommand{
 	"add": {
 		args: "NAME", summary: "create an account; the password is read from standard input or asked for", create: true,
@@ -150,8 +153,10 @@ var userCommands = map[string]userCommand{
 	},
 }
 
+// userOrder is the order of the usage text.
 var userOrder = []string{"add", "list", "passwd", "disable", "enable", "delete"}
 
+// printUserUsage lists the "webim user" subcommands.
 func printUserUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: webim user COMMAND [-db PATH] [flags] [NAME]")
 	fmt.Fprintln(w, "Works on the database file (-db, or WEBIM_DB, default ./webim.db); safe while the server runs.")
@@ -234,6 +239,7 @@ func runUser(ctx context.Context, args []string, env cmdEnv) error {
 	return err
 }
 
+// capitalize upper-cases the first (ASCII) letter of s.
 func capitalize(s string) string {
 	if s == "" {
 		return s
@@ -305,6 +311,7 @@ func readNewPassword(ctx context.Context, env cmdEnv) (string, error) {
 	return (&hasher{slots: make(chan struct{}, 1)}).hash(ctx, password)
 }
 
+// listUsers prints one line per account, and the count on stderr.
 func listUsers(ctx context.Context, s *Store, env cmdEnv) error {
 	users, err := s.ListUsers(ctx)
 	if err != nil {

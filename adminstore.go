@@ -205,6 +205,8 @@ func (s *Store) lastAdminEvent(ctx context.Context) (int64, error) {
 	return id.Int64, err
 }
 
+// adminEventRow is a row of admin_events: user's sessions are gone, and the
+// queues changed by QueuedDelta messages.
 type adminEventRow struct {
 	ID, User, QueuedDelta int64
 }

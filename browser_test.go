@@ -7,9 +7,14 @@ package main
 //	go test -race -run Browser ./...
 //
 // Without Chromium the tests skip, unless CI is set: then they fail.
-// WEBIM_SCREENSHOTS=DIR writes screenshots of the chat screen (light, dark,
-// phone width) into DIR. Failure screenshots go to each test's ArtifactDir
-// (kept with `go test -artifacts`).
+// WEBIM_SCREENSHOTS=DIR writes screenshots into DIR: the chat screen in light
+// and dark mode (chat-light.png, chat-dark.png), at phone width
+// (chat-phone.png, list-phone-dark.png), sign-in, search, a friend request,
+// files and the block list. Failure screenshots go to each test's ArtifactDir
+// (kept with `go test -artifacts -outputdir DIR`).
+//
+// The tests also fail on any uncaught exception or Content-Security-Policy
+// error in a page.
 
 import (
 	"bytes"
@@ -73,6 +78,8 @@ type tap struct {
 
 	down     atomic.Bool  // every /api/ request loses its connection
 	loseSend atomic.Int32 // this many sends are stored, but their answer is lost
+
+	slowUploads atomic.Bool // the server reads upload bodies slowly
 }
 
 func (c *tap) wrap(next http.Handler) http.Handler {
@@ -87,6 +94,9 @@ func (c *tap) wrap(next http.Handler) http.Handler {
 				c.count[ck.Value]++
 				c.mu.Unlock()
 			}
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/api/files" && c.slowUploads.Load() {
+			r.Body = slowReader{r.Body}
 		}
 		if r.Method == http.MethodPost && r.URL.Path == "/api/messages" {
 			body, _ := io.ReadAll(r.Body)
@@ -108,6 +118,15 @@ func (c *tap) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// slowReader reads at about 3 MiB/s, like a slow uplink.
+type slowReader struct{ io.ReadCloser }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	n, err := s.ReadCloser.Read(p)
+	time.Sleep(time.Duration(n) * time.Second / (3 << 20))
+	return n, err
 }
 
 // dropConnection closes the client's connection without an answer.
@@ -158,9 +177,9 @@ type browserEnv struct {
 	names   atomic.Int64
 }
 
-// startBrowserEnv starts the real server on a loopback port and one headless
-// Chromium, both stopped when t ends.
-func startBrowserEnv(t *testing.T) *browserEnv {
+// startBrowserEnv starts the real server (its Config changed by configure) on a
+// loopback port and one headless Chromium, both stopped when t ends.
+func startBrowserEnv(t *testing.T, configure ...func(*Config)) *browserEnv {
 	t.Helper()
 	chrome := findChromium()
 	if chrome == "" {
@@ -172,12 +191,15 @@ func startBrowserEnv(t *testing.T) *browserEnv {
 
 	cfg := Config{
 		DBPath:      filepath.Join(t.TempDir(), "webim.db"),
-		MaxFileSize: 1 << 20,
+		MaxFileSize: 8 << 20,
 		MaxQueue:    10_000,
 		RateLimitExempt: []netip.Prefix{
 			netip.MustParsePrefix("127.0.0.0/8"),
 			netip.MustParsePrefix("::1/128"),
 		},
+	}
+	for _, o := range configure {
+		o(&cfg)
 	}
 	app, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -521,6 +543,8 @@ func (tb *tab) screenshot(name string) {
 	}
 	ctx, cancel := context.WithTimeout(tb.ctx, browserWait)
 	defer cancel()
+	// A passing toast would hide part of the screen.
+	tb.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#toast').hidden = true`))
 	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		tb.t.Fatalf("%s: screenshot: %v", tb.who, err)
@@ -727,7 +751,12 @@ func TestBrowser(t *testing.T) {
 		alice.waitMessage("new one", true)
 
 		alice.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#app-screen`)))
-		alice.waitFor("bob is listed again", fmt.Sprintf(`!!document.querySelector(%s)`, jsq(friendSel(bob.user))))
+		alice.waitFor("bob's last message is listed again",
+			fmt.Sprintf(`document.querySelector(%s)?.textContent === 'new one'`, jsq(friendSel(bob.user)+` .person-sub`)))
+		// It was read before the reload, and stays read.
+		if n := eval[int](alice, fmt.Sprintf(`document.querySelectorAll(%s).length`, jsq(friendSel(bob.user)+` [data-testid="unread-count"]`))); n != 0 {
+			t.Errorf("a message read before the reload counts as unread after it")
+		}
 		alice.open(bob.user)
 		alice.waitMessage("new one", true)
 		if got := alice.messageBodies(); len(got) != 1 || got[0] != "new one" {
@@ -745,7 +774,6 @@ func TestBrowser(t *testing.T) {
 	// 6. bob signs in from a third context: the second shows the notice and stops polling.
 	t.Run("SessionReplaced", func(t *testing.T) {
 		alice, bob := env.pair(t)
-		_ = alice
 		oldToken := bob.sessionToken()
 		bob.waitFor("bob's page is polling", `document.querySelector('#conn-status').hidden`)
 
@@ -810,6 +838,23 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("thumbnail alt = %q, want the file name", alt)
 		}
 
+		// A slow upload shows its progress, then the file.
+		blob := make([]byte, 6<<20)
+		for i := range blob {
+			blob[i] = byte(i*7919 + i>>9)
+		}
+		bigPath := filepath.Join(t.TempDir(), "archive.bin")
+		if err := os.WriteFile(bigPath, blob, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		env.tap.slowUploads.Store(true) // the server reads the upload slowly
+		alice.do(chromedp.SetUploadFiles(chromedp.CSS(`#file-input`), []string{bigPath}))
+		alice.waitFor("upload progress is shown",
+			`[...document.querySelectorAll('#message-list progress.upload-progress')].some(p => p.value > 0 && p.value < 1)`)
+		env.tap.slowUploads.Store(false)
+		bob.waitFor("the big file arrives",
+			`[...document.querySelectorAll('#message-list [data-testid="file-link"] .file-name')].some(n => n.textContent === 'archive.bin')`)
+
 		// Drag and drop works too: drop a PNG drawn in the page onto the conversation.
 		alice.do(chromedp.Evaluate[chromedp.Void](`(async () => {
 			const c = document.createElement('canvas'); c.width = 30; c.height = 20;
@@ -827,8 +872,9 @@ func TestBrowser(t *testing.T) {
 
 		// Any other file is a download link with its name and size.
 		alice.do(chromedp.SetUploadFiles(chromedp.CSS(`#file-input`), []string{doc}))
-		bob.waitFor("the file link is shown", `!!document.querySelector('#message-list [data-testid="file-link"]')`)
-		link := eval[map[string]string](bob, `(() => { const a = document.querySelector('#message-list [data-testid="file-link"]'); return {href: a.getAttribute('href'), name: a.querySelector('.file-name').textContent, size: a.querySelector('.file-size').textContent}; })()`)
+		const notes = `[...document.querySelectorAll('#message-list [data-testid="file-link"]')].find(a => a.querySelector('.file-name').textContent === 'notes.txt')`
+		bob.waitFor("the file link is shown", notes)
+		link := eval[map[string]string](bob, `(() => { const a = `+notes+`; return {href: a.getAttribute('href'), name: a.querySelector('.file-name').textContent, size: a.querySelector('.file-size').textContent}; })()`)
 		if !strings.HasPrefix(link["href"], "/api/files/") || link["name"] != "notes.txt" || link["size"] != "3.3 KB" {
 			t.Errorf("file link = %v, want /api/files/…, notes.txt, 3.3 KB", link)
 		}
@@ -991,6 +1037,62 @@ func TestBrowser(t *testing.T) {
 		// The friendship is not restored by unblocking.
 		alice.open(bob.user)
 		alice.waitFor("bob is not a friend again", `document.querySelector('#message-input').disabled`)
+	})
+
+	// Two tabs of one session share its polls without a storm of requests,
+	// and both get the messages.
+	t.Run("TwoTabsOneSession", func(t *testing.T) {
+		alice, bob := env.pair(t)
+		ctx, cancel := chromedp.NewContext(alice.ctx) // a second tab, same cookies
+		t.Cleanup(cancel)
+		if err := chromedp.Do(ctx); err != nil {
+			t.Fatal(err)
+		}
+		alice2 := &tab{t: t, env: env, ctx: ctx, who: "alice-tab2", user: alice.user}
+		alice2.do(chromedp.Navigate(env.url), chromedp.WaitVisible(chromedp.CSS(`#app-screen`)))
+		alice2.waitFor("bob is listed", fmt.Sprintf(`!!document.querySelector(%s)`, jsq(friendSel(bob.user))))
+
+		token := alice.sessionToken()
+		before := env.tap.polls(token)
+		bob.open(alice.user)
+		for i := range 3 {
+			bob.send(fmt.Sprintf("to both tabs %d", i))
+		}
+		for _, tb := range []*tab{alice, alice2} {
+			tb.waitFor("the last message is listed",
+				fmt.Sprintf(`document.querySelector(%s)?.textContent === 'to both tabs 2'`, jsq(friendSel(bob.user)+` .person-sub`)))
+		}
+		time.Sleep(2 * time.Second) // a window in which to count polls
+		if n := env.tap.polls(token) - before; n > 30 {
+			t.Errorf("two tabs made %d polls in a few seconds: they fight over the session's poll", n)
+		} else {
+			t.Logf("two tabs made %d polls", n)
+		}
+	})
+
+	// The page and its modules come with the security headers the page relies on.
+	t.Run("PageHeaders", func(t *testing.T) {
+		for path, ctype := range map[string]string{
+			"/":                 "text/html",
+			"/static/app.js":    "text/javascript",
+			"/static/api.js":    "text/javascript",
+			"/static/style.css": "text/css",
+		} {
+			res, err := http.Get(env.url + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), ctype) {
+				t.Errorf("GET %s: %d %q, want 200 %s", path, res.StatusCode, res.Header.Get("Content-Type"), ctype)
+			}
+			if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+				t.Errorf("GET %s: Content-Security-Policy %q", path, csp)
+			}
+			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("GET %s: no X-Content-Type-Options: nosniff", path)
+			}
+		}
 	})
 
 	// The layout fits a phone: nothing scrolls sideways at 390 px.

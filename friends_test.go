@@ -292,3 +292,52 @@ func TestFriends_Blocks(t *testing.T) {
 	befriend(bob, alice)
 	bob.send(alice, "friends again")
 }
+
+// TestFriends_MessagingFollowsEveryChange sends after each change of a
+// pair's relation, so no remembered answer outlives the change.
+func TestFriends_MessagingFollowsEveryChange(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	alice, bob := ts.user("alice"), ts.user("bob")
+	try := func(from, to *client, status int, code string) {
+		t.Helper()
+		body := map[string]any{"to": to.username, "body": "x"}
+		if status == http.StatusCreated {
+			from.mustDo("POST", "/api/messages", body, status)
+			return
+		}
+		from.mustFail("POST", "/api/messages", body, status, code)
+	}
+	both := func(status int, code string) {
+		t.Helper()
+		try(alice, bob, status, code)
+		try(bob, alice, status, code)
+	}
+	both(403, "not_friends")
+	alice.mustDo("POST", "/api/friends/"+bob.username+"/request", nil, http.StatusCreated)
+	both(403, "not_friends")
+	bob.mustDo("POST", "/api/friends/"+alice.username+"/accept", nil, http.StatusOK)
+	both(201, "")
+	bob.mustDo("DELETE", "/api/friends/"+alice.username, nil, http.StatusNoContent)
+	both(403, "not_friends")
+	alice.mustDo("POST", "/api/friends/"+bob.username+"/request", nil, http.StatusCreated)
+	bob.mustDo("POST", "/api/friends/"+alice.username+"/request", nil, http.StatusOK) // crossing: friends
+	both(201, "")
+	bob.mustDo("POST", "/api/blocks/"+alice.username, nil, http.StatusOK)
+	both(403, "blocked")
+	alice.mustDo("POST", "/api/blocks/"+bob.username, nil, http.StatusOK)
+	bob.mustDo("DELETE", "/api/blocks/"+alice.username, nil, http.StatusNoContent)
+	both(403, "blocked") // alice's block stands
+	alice.mustDo("DELETE", "/api/blocks/"+bob.username, nil, http.StatusNoContent)
+	both(403, "not_friends")
+	befriend(alice, bob)
+	both(201, "")
+	// The same after a restart.
+	ts.restart()
+	both(201, "")
+	alice.mustDo("DELETE", "/api/friends/"+bob.username, nil, http.StatusNoContent)
+	both(403, "not_friends")
+	if n := len(bob.messages()); n != 8 {
+		t.Fatalf("bob holds %d messages, want 8 (4 each way)", n)
+	}
+}

@@ -315,23 +315,28 @@ func (a *App) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		display = *req.DisplayName
 	}
 	addr := a.clientAddr(r)
-	// Counted before the work, uncounted if no account results, so
-	// concurrent sign-ups cannot all pass the check.
-	release := func() {}
+	// A place is held before the work and counted only if an account
+	// results, so concurrent sign-ups cannot all pass the check, nor fill
+	// it for others while they run.
+	settle := func(bool) {}
 	if !a.limits.isExempt(addr) {
-		var wait time.Duration
-		if wait, release = a.limits.signupsByAddr.reserve(addr.String(), time.Now()); wait > 0 {
+		wait, s, err := a.limits.signupsByAddr.reserve(r.Context(), addr.String())
+		if err != nil {
+			return rateLimited(1) // the client is gone
+		}
+		if wait > 0 {
 			return rateLimited(seconds(wait))
 		}
+		settle = s
 	}
 	hash, err := a.hasher.hash(r.Context(), *req.Password)
 	if err != nil {
-		release()
+		settle(false)
 		return err
 	}
 	u, err := a.store.CreateUser(r.Context(), username, display, hash)
+	settle(err == nil)
 	if err != nil {
-		release()
 		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"user": u.json()})
@@ -356,29 +361,30 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		nameKey = nameKey[:maxUsernameLen*4]
 	}
 	addr := a.clientAddr(r)
-	// Each attempt counts as a failure before the password is checked, and
-	// is uncounted if it was not one: checking first and counting after let
-	// concurrent guesses all pass the check.
-	release := func() {}
+	// Each attempt holds a place in both limits while its password is
+	// checked, and is counted only if it fails (401s only count, API.md):
+	// checking first and counting after let concurrent guesses all pass
+	// the check, while counting every attempt at once refused good
+	// logins that merely ran together.
+	settle := func(bool) {}
 	if !a.limits.isExempt(addr) {
-		now := time.Now()
-		waitName, releaseName := a.limits.failedByName.reserve(nameKey, now)
-		waitAddr, releaseAddr := a.limits.failedByAddr.reserve(addr.String(), now)
-		release = func() { releaseName(); releaseAddr() }
-		if wait := max(waitName, waitAddr); wait > 0 {
-			release()
-			return rateLimited(seconds(wait))
+		limited, s, err := a.reserveLogin(r.Context(), nameKey, addr.String())
+		if err != nil {
+			return err
+		}
+		settle = s
+		if limited != nil {
+			return limited
 		}
 	}
 	acct, ok, err := a.checkPassword(r.Context(), *req.Username, *req.Password)
+	settle(err == nil && !ok)
 	if err != nil {
-		release()
 		return err
 	}
 	if !ok {
 		return errInvalidCredentials
 	}
-	release()
 	if acct.Disabled {
 		return errAccountDisabled
 	}
@@ -390,6 +396,31 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	a.setSessionCookie(w, r, token, int(sessionTTL/time.Second))
 	writeJSON(w, http.StatusOK, map[string]any{"user": acct.User.json(), "token": token})
 	return nil
+}
+
+// reserveLogin holds a login attempt's place in the per-name and per-address
+// limits (name first, then address: one order, so waits cannot deadlock). It
+// returns a 429 when either limit is reached by counted failures.
+func (a *App) reserveLogin(ctx context.Context, nameKey, addrKey string) (limited error, settle func(failed bool), err error) {
+	none := func(bool) {}
+	now := time.Now()
+	waitName, settleName, err := a.limits.failedByName.reserve(ctx, nameKey)
+	if err != nil {
+		return nil, none, rateLimited(1) // the client is gone
+	}
+	if waitName > 0 {
+		return rateLimited(seconds(max(waitName, a.limits.failedByAddr.retryAfter(addrKey, now)))), none, nil
+	}
+	waitAddr, settleAddr, err := a.limits.failedByAddr.reserve(ctx, addrKey)
+	if err != nil {
+		settleName(false)
+		return nil, none, rateLimited(1)
+	}
+	if waitAddr > 0 {
+		settleName(false)
+		return rateLimited(seconds(waitAddr)), none, nil
+	}
+	return nil, func(failed bool) { settleName(failed); settleAddr(failed) }, nil
 }
 
 // checkPassword verifies a login. An unknown or malformed name costs the
@@ -446,7 +477,12 @@ func (a *App) handleUsers(w http.ResponseWriter, r *http.Request, s *Session) er
 	}
 	out := make([]userJSON, len(users))
 	for i, u := range users {
-		out[i] = u.json()
+		// Presence is the caller's to know for friends only (API.md).
+		if u.Friend {
+			out[i] = u.jsonWithPresence(a.presence.IsOnline(u.ID))
+		} else {
+			out[i] = u.json()
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil

@@ -225,6 +225,12 @@ func TestMessages_QueueCap(t *testing.T) {
 	before := queueState(alice) + "|" + queueState(bob)
 	alice.mustFail("POST", "/api/messages", map[string]any{"to": bob.username, "body": "one too many"}, http.StatusConflict, "queue_full")
 	carol.mustFail("POST", "/api/messages", map[string]any{"to": bob.username, "body": "one too many"}, http.StatusConflict, "queue_full")
+	// A file to a full queue is refused the same way, its bytes not kept.
+	resp, data := alice.upload([][2]string{{"to", bob.username}, {"file", ""}}, "f.txt", "", []byte("bytes"))
+	checkError(t, resp, data, http.StatusConflict, "queue_full")
+	if stored := ts.filesIn(); len(stored) != 0 {
+		t.Fatalf("a refused upload left %v", stored)
+	}
 	if after := queueState(alice) + "|" + queueState(bob); after != before {
 		t.Fatalf("a refused send changed the queues:\n%s\n%s", before, after)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"math"
 	"net/netip"
 	"sync"
@@ -9,16 +10,52 @@ import (
 
 // windowLimiter allows at most limit events per key in any window-long span
 // (a sliding log: each key keeps the times of its last limit events).
+// Attempts whose outcome is not known yet (a password being checked) are
+// reserved: they hold a place, so concurrent attempts cannot all pass a check
+// made before any of them is counted, but only the counted events make
+// anyone wait for the window.
 type windowLimiter struct {
 	limit  int
 	window time.Duration
 
 	mu   sync.Mutex
-	keys map[string][]time.Time
+	keys map[string]*windowLog
+}
+
+type windowLog struct {
+	times   []time.Time // counted events, oldest first, at most limit
+	pending int         // reserved attempts not yet settled
+	// settled is closed (and replaced) whenever a reservation settles.
+	settled chan struct{}
 }
 
 func newWindowLimiter(limit int, window time.Duration) *windowLimiter {
-	return &windowLimiter{limit: limit, window: window, keys: map[string][]time.Time{}}
+	return &windowLimiter{limit: limit, window: window, keys: map[string]*windowLog{}}
+}
+
+func (l *windowLimiter) logLocked(key string) *windowLog {
+	lg := l.keys[key]
+	if lg == nil {
+		lg = &windowLog{settled: make(chan struct{})}
+		l.keys[key] = lg
+	}
+	return lg
+}
+
+// waitLocked is how long until the oldest counted event leaves the window
+// once limit events are counted; zero means one more may be counted now.
+func (l *windowLimiter) waitLocked(lg *windowLog, now time.Time) time.Duration {
+	if len(lg.times) < l.limit {
+		return 0
+	}
+	return max(0, lg.times[0].Add(l.window).Sub(now))
+}
+
+func (l *windowLimiter) countLocked(lg *windowLog, now time.Time) {
+	if len(lg.times) >= l.limit {
+		lg.times = append(lg.times[:0], lg.times[1:]...)
+	}
+	lg.times = append(lg.times, now)
 }
 
 // retryAfter returns how long key must wait before its next event is
@@ -26,54 +63,61 @@ func newWindowLimiter(limit int, window time.Duration) *windowLimiter {
 func (l *windowLimiter) retryAfter(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	times := l.keys[key]
-	if len(times) < l.limit {
+	lg := l.keys[key]
+	if lg == nil {
 		return 0
 	}
-	// times holds the last limit events, oldest first.
-	wait := times[0].Add(l.window).Sub(now)
-	if wait <= 0 {
-		return 0
-	}
-	return wait
+	return l.waitLocked(lg, now)
 }
 
 // record counts an event for key.
 func (l *windowLimiter) record(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	times := l.keys[key]
-	if len(times) >= l.limit {
-		times = append(times[:0], times[1:]...)
-	}
-	l.keys[key] = append(times, now)
+	l.countLocked(l.logLocked(key), now)
 }
 
-// reserve counts an event for key now if the limit allows one, so that
-// concurrent requests cannot all pass a check made before any of them is
-// counted; release uncounts it if the event turns out not to count (a
-// login that succeeded). When the limit is reached it counts nothing and
-// returns how long to wait, and a release that does nothing.
-func (l *windowLimiter) reserve(key string, now time.Time) (wait time.Duration, release func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	times := l.keys[key]
-	if len(times) >= l.limit {
-		if wait = times[0].Add(l.window).Sub(now); wait > 0 {
-			return wait, func() {}
-		}
-		times = append(times[:0], times[1:]...)
-	}
-	l.keys[key] = append(times, now)
-	return 0, func() {
+// reserve holds a place for an attempt whose outcome is not known yet. When
+// counted events already reach the limit it holds nothing and returns how
+// long to wait. When only attempts still in flight fill the places, it waits
+// for them to settle (or for ctx). settle(counted) must be called once with
+// the outcome: counted events stay in the log, the others leave no trace.
+func (l *windowLimiter) reserve(ctx context.Context, key string) (wait time.Duration, settle func(counted bool), err error) {
+	for {
 		l.mu.Lock()
-		defer l.mu.Unlock()
-		times := l.keys[key]
-		for i := len(times) - 1; i >= 0; i-- {
-			if times[i].Equal(now) {
-				l.keys[key] = append(times[:i], times[i+1:]...)
-				return
-			}
+		lg := l.logLocked(key)
+		now := time.Now()
+		if wait := l.waitLocked(lg, now); wait > 0 {
+			l.mu.Unlock()
+			return wait, func(bool) {}, nil
+		}
+		// Events that left the window no longer hold a place.
+		for len(lg.times) > 0 && !lg.times[0].Add(l.window).After(now) {
+			lg.times = lg.times[1:]
+		}
+		if len(lg.times)+lg.pending < l.limit {
+			lg.pending++
+			l.mu.Unlock()
+			var once sync.Once
+			return 0, func(counted bool) {
+				once.Do(func() {
+					l.mu.Lock()
+					defer l.mu.Unlock()
+					lg.pending--
+					if counted {
+						l.countLocked(lg, time.Now())
+					}
+					close(lg.settled)
+					lg.settled = make(chan struct{})
+				})
+			}, nil
+		}
+		settled := lg.settled
+		l.mu.Unlock()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return 0, func(bool) {}, ctx.Err()
 		}
 	}
 }
@@ -83,8 +127,8 @@ func (l *windowLimiter) reserve(key string, now time.Time) (wait time.Duration, 
 func (l *windowLimiter) prune(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for k, times := range l.keys {
-		if len(times) == 0 || now.Sub(times[len(times)-1]) >= l.window {
+	for k, lg := range l.keys {
+		if lg.pending == 0 && (len(lg.times) == 0 || now.Sub(lg.times[len(lg.times)-1]) >= l.window) {
 			delete(l.keys, k)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -218,4 +219,106 @@ func TestRateLimit_ExemptAddresses(t *testing.T) {
 	}
 	anon.mustDo("POST", "/api/signup", map[string]any{"username": "exempt", "password": "12345678"}, http.StatusCreated)
 	sendMany(alice, bob, 250, 8)
+}
+
+// TestRateLimit_ConcurrentGoodLoginsAreNotLimited: only failed logins (401s)
+// count, so logins with the right password, however many run at once from
+// one address or for one name, are never refused.
+func TestRateLimit_ConcurrentGoodLoginsAreNotLimited(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, noExemption)
+	var users []*client
+	for range 25 {
+		users = append(users, ts.user("many"))
+	}
+	same := users[0]
+	// Hold every password-hashing slot, so the logins below are all in
+	// flight at once before any of them is decided.
+	slots := ts.app.hasher.slots
+	for range cap(slots) {
+		slots <- struct{}{}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	login1 := func(c *client) {
+		defer wg.Done()
+		resp, _ := login(ts.anon(), c.username, c.password, nil)
+		mu.Lock()
+		codes[resp.StatusCode]++
+		mu.Unlock()
+	}
+	for _, u := range users { // 25 names from one address (limit 20 failures)
+		wg.Add(1)
+		go login1(u)
+	}
+	for range 8 { // one name 8 times (limit 5 failures)
+		wg.Add(1)
+		go login1(same)
+	}
+	time.Sleep(300 * time.Millisecond) // let them all arrive; they wait for a slot
+	for range cap(slots) {
+		<-slots
+	}
+	wg.Wait()
+	if codes[http.StatusOK] != 33 {
+		t.Fatalf("33 logins with the right password answered %v", codes)
+	}
+	// Failures still count as before.
+	for range 5 {
+		login(ts.anon(), same.username, "wrong password", nil)
+	}
+	resp, data := login(ts.anon(), same.username, same.password, nil)
+	checkRateLimited(t, resp, data, 15*60)
+}
+
+func TestWindowLimiter_ReservationsWaitForTheUndecided(t *testing.T) {
+	t.Parallel()
+	l := newWindowLimiter(2, time.Hour)
+	ctx := context.Background()
+	_, settleA, _ := l.reserve(ctx, "k")
+	_, settleB, _ := l.reserve(ctx, "k")
+	// Both places are held by undecided attempts: a third waits.
+	got := make(chan func(bool), 1)
+	go func() {
+		wait, settle, err := l.reserve(ctx, "k")
+		if err != nil || wait != 0 {
+			t.Errorf("third reserve: %v %v", wait, err)
+		}
+		got <- settle
+	}()
+	select {
+	case <-got:
+		t.Fatal("a third attempt passed while two were undecided")
+	case <-time.After(50 * time.Millisecond):
+	}
+	settleA(false) // a success: leaves no trace, frees its place
+	settleC := <-got
+	settleB(true)
+	settleC(true)
+	settleC(true) // settling twice changes nothing
+	if wait, _, _ := l.reserve(ctx, "k"); wait <= 0 || wait > time.Hour {
+		t.Fatalf("two counted events of two: wait %v", wait)
+	}
+	if w := l.retryAfter("k", time.Now()); w <= 0 {
+		t.Fatalf("retryAfter %v", w)
+	}
+	// A waiting reservation gives up with its context.
+	l2 := newWindowLimiter(1, time.Hour)
+	_, settle, _ := l2.reserve(ctx, "k")
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := l2.reserve(cctx, "k"); err == nil {
+		t.Fatal("a cancelled wait did not end")
+	}
+	settle(false)
+	if wait, _, err := l2.reserve(ctx, "k"); wait != 0 || err != nil {
+		t.Fatalf("after the only attempt succeeded: %v %v", wait, err)
+	}
+	// Events that left the window free their places.
+	l3 := newWindowLimiter(1, time.Hour)
+	l3.record("k", time.Now().Add(-2*time.Hour))
+	if wait, _, _ := l3.reserve(ctx, "k"); wait != 0 {
+		t.Fatalf("an expired event still counts: %v", wait)
+	}
 }

@@ -243,6 +243,7 @@ type certFiles struct {
 	checked time.Time
 }
 
+// load reads the pair and remembers the files' times.
 func (c *certFiles) load() (*tls.Certificate, error) {
 	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 	if err != nil {
@@ -252,6 +253,7 @@ func (c *certFiles) load() (*tls.Certificate, error) {
 	return c.current, nil
 }
 
+// newest is the later modification time of the two files.
 func (c *certFiles) newest() time.Time {
 	var t time.Time
 	for _, f := range []string{c.cert, c.key} {

@@ -293,3 +293,58 @@ func TestRun_MissingCertFileFails(t *testing.T) {
 		t.Fatalf("run with a missing certificate: %v", err)
 	}
 }
+
+// TestTLS_CertFilesReloadWhenReplaced: a renewed pair written over the
+// files is served without a restart; a broken one keeps the old.
+func TestTLS_CertFilesReloadWhenReplaced(t *testing.T) {
+	certA, keyA, _ := writeSelfSigned(t, "a.example")
+	cf := &certFiles{cert: certA, key: keyA, log: quietLogger()}
+	first, err := cf.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commonName := func(c *tls.Certificate) string {
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.Subject.CommonName
+	}
+	certB, keyB, _ := writeSelfSigned(t, "b.example")
+	later := time.Now().Add(time.Minute)
+	replace := func(fromCert, fromKey string) {
+		for from, to := range map[string]string{fromCert: certA, fromKey: keyA} {
+			data, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			later = later.Add(time.Second)
+			if err := os.Chtimes(to, later, later); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	replace(certB, keyB)
+	// Within certRecheck the loaded pair is served without a look.
+	if got, _ := cf.get(nil); got != first {
+		t.Fatal("reloaded before certRecheck passed")
+	}
+	cf.checked = time.Now().Add(-2 * certRecheck)
+	got, _ := cf.get(nil)
+	if commonName(got) != "b.example" {
+		t.Fatalf("after replacing the files: serving %s", commonName(got))
+	}
+	// A half-written or broken pair keeps the working one.
+	if err := os.WriteFile(certA, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later = later.Add(time.Second)
+	os.Chtimes(certA, later, later)
+	cf.checked = time.Now().Add(-2 * certRecheck)
+	if got, _ := cf.get(nil); got == nil || commonName(got) != "b.example" {
+		t.Fatal("a broken pair replaced the working one")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -81,5 +82,45 @@ func TestUsers_Directory(t *testing.T) {
 	for _, q := range []string{"limit=abc", "limit=-1", "limit=1.5"} {
 		resp, data := me.do("GET", "/api/users?"+q, nil)
 		checkError(t, resp, data, http.StatusBadRequest, "bad_request")
+	}
+}
+
+// TestUsers_FriendsCarryPresence: API.md's user object has "online" wherever
+// presence is known to the caller, that is for the caller's friends, and
+// never for anyone else.
+func TestUsers_FriendsCarryPresence(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	fr := ts.friends("pres-alice", "pres-bob")
+	alice, bob := fr[0], fr[1]
+	carol := ts.user("pres-carol")
+	bob.mustDo("POST", "/api/logout", nil, http.StatusNoContent)
+	resp, data := alice.do("GET", "/api/users?q=pres-", nil)
+	checkJSON(t, resp, data, http.StatusOK)
+	var out struct {
+		Users []map[string]any `json:"users"`
+	}
+	json.Unmarshal(data, &out)
+	if len(out.Users) != 2 {
+		t.Fatalf("users answered %s", data)
+	}
+	for _, u := range out.Users {
+		online, has := u["online"]
+		switch u["username"] {
+		case bob.username:
+			if online != false {
+				t.Fatalf("friend bob (logged out) in the directory: %v", u)
+			}
+		case carol.username:
+			if has {
+				t.Fatalf("stranger carol in the directory carries presence: %v", u)
+			}
+		}
+	}
+	bob.login()
+	resp, data = alice.do("GET", "/api/users?q="+bob.username, nil)
+	checkJSON(t, resp, data, http.StatusOK)
+	if !strings.Contains(string(data), `"online":true`) {
+		t.Fatalf("friend bob (logged in) in the directory: %s", data)
 	}
 }

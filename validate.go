@@ -53,18 +53,29 @@ func normalizeUsername(s string) (string, error) {
 }
 
 // validateDisplayName accepts 1 to 64 printable code points, not all spaces.
+// The zero-width joiner and non-joiner count as printable: emoji such as
+// 👩‍💻 and scripts such as Persian need them. Other format characters
+// (bidi overrides among them) do not.
 func validateDisplayName(s string) error {
 	if !utf8.ValidString(s) {
 		return errInvalidDisplayName
 	}
 	n := utf8.RuneCountInString(s)
-	if n < 1 || n > maxDisplayNameLen || strings.TrimSpace(s) == "" {
+	if n < 1 || n > maxDisplayNameLen {
 		return errInvalidDisplayName
 	}
+	visible := false
 	for _, r := range s {
-		if !unicode.IsPrint(r) {
+		switch {
+		case r == '\u200c' || r == '\u200d':
+		case !unicode.IsPrint(r):
 			return errInvalidDisplayName
+		case !unicode.IsSpace(r):
+			visible = true
 		}
+	}
+	if !visible {
+		return errInvalidDisplayName
 	}
 	return nil
 }

@@ -25,12 +25,14 @@ func TestValidate_NormalizeUsername(t *testing.T) {
 }
 
 func TestValidate_DisplayNameAndPassword(t *testing.T) {
-	for _, ok := range []string{"a", "Bob", "Zoë 🎉", strings.Repeat("é", 64), "日本語の名前"} {
+	// Emoji joined by U+200D (one glyph each) and scripts that need the
+	// zero-width (non-)joiner are printable names.
+	for _, ok := range []string{"a", "Bob", "Zoë 🎉", strings.Repeat("é", 64), "日本語の名前", "Ana 👩‍💻", "👨‍👩‍👧", "می‌خواهم", "🏳️‍🌈"} {
 		if err := validateDisplayName(ok); err != nil {
 			t.Fatalf("validateDisplayName(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", strings.Repeat("é", 65), "a\nb", "a\tb", "\x00", "a\u200bb\u0007", "\xff"} {
+	for _, bad := range []string{"", strings.Repeat("é", 65), "a\nb", "a\tb", "\x00", "a\u200bb\u0007", "\xff", "evil\u202egnp.exe", "\u200d", "a\u2066b"} {
 		if err := validateDisplayName(bad); !errors.Is(err, errInvalidDisplayName) {
 			t.Fatalf("validateDisplayName(%q) = %v", bad, err)
 		}

@@ -1,16 +1,19 @@
 #!/bin/sh
-# bench.sh OUT ROUNDS IDLE_USERS — the measurements of BENCHMARKS.md.
+# bench.sh OUT ROUNDS IDLE_USERS [FIRST] — the measurements of BENCHMARKS.md.
 #
 # Builds the server and the tools, then ROUNDS times: restarts the server,
 # measures this machine's limits (cmd/limits) and runs every loadgen scenario
 # against the server, writing one JSON file per run into OUT. Everything
 # listens on and loads 127.0.0.1 only; the server is stopped at the end.
 # The database lives in OUT/webim.db and is reused between rounds and runs
-# (users are reused; their tokens are cached in OUT/tokens.json).
+# (users are reused; their tokens are cached in OUT/tokens.json: keep that
+# file, or the idle users must all log in again). IDLE_USERS=0 skips the idle
+# scenario; rounds are numbered from FIRST (default 1).
 set -eu
 OUT=${1:-/tmp/bench}
 ROUNDS=${2:-3}
 IDLE=${3:-19000}
+FIRST=${4:-1}
 ADDR=127.0.0.1:18000
 URL=http://$ADDR
 mkdir -p "$OUT"
@@ -34,7 +37,8 @@ stop() {
 	kill "$PID" && while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
 	PID=
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 1' INT TERM
 
 lg() { # lg NAME ARGS...: one loadgen run, JSON into OUT/NAME.json
 	name=$1
@@ -44,7 +48,7 @@ lg() { # lg NAME ARGS...: one loadgen run, JSON into OUT/NAME.json
 		echo "FAILED: $name (see $OUT/$name.log)" >&2
 }
 
-for r in $(seq "$ROUNDS"); do
+for r in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
 	echo "round $r: limits" >&2
 	echo "limits-$r: $(cat /proc/loadavg)" >>"$OUT/loadavg.txt"
 	(cd "$OUT" && "$OUT/limits" -dir "$OUT" -duration 3s -conc 200 -held 5000 -json >"$OUT/limits-$r.json" 2>"$OUT/limits-$r.log")
@@ -58,19 +62,21 @@ for r in $(seq "$ROUNDS"); do
 	echo "round $r: backlog" >&2
 	lg "backlog-$r" -scenario backlog -backlog 10000 -senders 4
 	stop
-	start
-	echo "round $r: idle $IDLE" >&2
-	lg "idle-$r" -scenario idle -users "$IDLE" -duration 10s -setup-conc 8
-	stop
+	if [ "$IDLE" -gt 0 ]; then
+		start
+		echo "round $r: idle $IDLE" >&2
+		lg "idle-$r" -scenario idle -users "$IDLE" -duration 10s -setup-conc 8 -login-first
+		stop
+	fi
 done
 
 # A CPU profile of the server under the throughput scenario (-pprof).
 echo "profile: throughput with -pprof" >&2
-start -pprof 127.0.0.1:16161
+start -pprof 127.0.0.1:16979
 lg profile-throughput -scenario throughput -pairs 100 -duration 14s &
 LG=$!
 sleep 2
-curl -sf -o "$OUT/cpu.pprof" "http://127.0.0.1:16161/debug/pprof/profile?seconds=10"
+curl -sf -o "$OUT/cpu.pprof" "http://127.0.0.1:16979/debug/pprof/profile?seconds=10"
 wait $LG
 stop
 go tool pprof -top -nodecount=40 "$OUT/webim" "$OUT/cpu.pprof" >"$OUT/pprof-top.txt" 2>/dev/null

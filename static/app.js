@@ -1,102 +1,24 @@
-// app.js: the webim chat page. State lives in `state`; render() draws it.
-// Everything the server says arrives through one long-poll loop (poll.js).
+// app.js: the webim chat page. State lives in `state` (state.js); render() draws it.
+// Everything the server says arrives through one long-poll loop (poll.js). The
+// sign-in screen is auth.js, one message's DOM is messageview.js, and every
+// request goes through api.js.
 
 import { api, uploadFile, ApiError, NetworkError, isRetryable } from './api.js';
-import { h, linkify, formatSize, formatTime, formatFull, dayLabel, dayKey, avatar, fileIcon } from './dom.js';
+import { h, dayLabel, dayKey, avatar } from './dom.js';
+import { show, showAuth, setupAuth, loadServerConfig } from './auth.js';
 import { setupEmojiPicker } from './emoji.js';
 import { setupMenu } from './menu.js';
+import { messageEl } from './messageview.js';
 import { Poller } from './poll.js';
+import {
+  state, conv, storageGet, storageSet, saveLastRead, unreadOf, remember, nameOf, userOf, IMAGE_TYPES,
+} from './state.js';
 
 const $ = (id) => document.getElementById(id);
 
 const APP_NAME = 'webim';
-const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
 const MAX_BODY = 4000;
 const SEND_ATTEMPTS = 5;
-
-// ---------------------------------------------------------------- state
-
-const state = {
-  me: null, // user object of the signed-in user
-  people: new Map(), // username -> latest user object seen
-  friends: new Map(), // username -> user (with online)
-  incoming: new Map(),
-  outgoing: new Map(),
-  blocked: new Map(),
-  convs: new Map(), // username -> conversation
-  active: null, // username of the open conversation
-  view: 'list', // list | conversation | blocks
-  maxSeq: 0, // highest seq received: what Clean acknowledges
-  poller: null,
-  caughtUp: false,
-  search: { q: '', results: null, timer: 0, ctrl: null },
-};
-
-// A conversation with one user. items are message records, oldest first;
-// records without an id (still sending) stay after the stored ones.
-function conv(username) {
-  let c = state.convs.get(username);
-  if (!c) {
-    c = { username, items: [], byId: new Map(), lastRead: loadLastRead(username), stick: true };
-    state.convs.set(username, c);
-  }
-  return c;
-}
-
-// storageGet and storageSet use localStorage, which may be unavailable (private modes).
-function storageGet(key) {
-  try {
-    return localStorage.getItem(key);
-  } catch {
-    return null;
-  }
-}
-
-function storageSet(key, value) {
-  try {
-    localStorage.setItem(key, value);
-  } catch {
-    // Without storage the page still works; it just forgets this.
-  }
-}
-
-function lastReadKey(peer) {
-  return `webim:lastRead:${state.me.username}:${peer}`;
-}
-
-// The last message id read in each conversation is kept in localStorage, so
-// unread counts survive a reload.
-function loadLastRead(peer) {
-  return Number(storageGet(lastReadKey(peer))) || 0;
-}
-
-function saveLastRead(c) {
-  storageSet(lastReadKey(c.username), String(c.lastRead));
-}
-
-function unreadOf(c) {
-  let n = 0;
-  for (const r of c.items) if (r.id && r.from !== state.me.username && r.id > c.lastRead) n++;
-  return n;
-}
-
-function remember(user) {
-  if (!user || !user.username) return user;
-  const old = state.people.get(user.username) || {};
-  const merged = { ...old, ...user };
-  state.people.set(user.username, merged);
-  return merged;
-}
-
-function nameOf(username) {
-  if (state.me && username === state.me.username) return state.me.display_name || username;
-  const u = state.people.get(username);
-  return (u && u.display_name) || username;
-}
-
-function userOf(username) {
-  return state.people.get(username) || { username, display_name: username };
-}
 
 // ---------------------------------------------------------------- rendering
 
@@ -418,7 +340,7 @@ function renderConversation(c) {
     }
     const first = !prev || prev.from !== r.from || dayKey(prev.sentAt) !== dayKey(d) ||
       d - prev.sentAt > 5 * 60 * 1000;
-    const el = messageEl(r);
+    const el = messageEl(r, messageActions);
     el.classList.toggle('first', first);
     els.push(el);
     prev = r;
@@ -444,103 +366,12 @@ function markRead(c) {
   }
 }
 
-const msgCache = new Map();
+const msgCache = new Map(); // day dividers
 
-// messageEl returns the element of a message record, rebuilt only when it changed.
-function messageEl(r) {
-  const sig = [r.id, r.status, r.error, r.body, r.file ? r.file.url : '', nameOf(r.from)].join('|');
-  if (r.el && r.sig === sig) return r.el;
-  r.sig = sig;
-  const mine = r.from === state.me.username;
-  const li = h('li', {
-    class: `msg ${mine ? 'mine' : 'theirs'}`,
-    'data-testid': 'message',
-    'data-id': r.id || undefined,
-    'data-status': r.status,
-    'data-from': r.from,
-  });
-  li.append(h('div', { class: 'msg-sender' }, mine ? 'You' : nameOf(r.from)));
-  const bubble = h('div', { class: 'bubble' });
-  bubble.append(messageContent(r));
-  const meta = h('div', { class: 'msg-meta' },
-    h('time', { datetime: r.sentAt.toISOString(), title: formatFull(r.sentAt) }, formatTime(r.sentAt)));
-  if (mine) {
-    const label = { pending: 'Sending…', sent: 'Sent', failed: 'Not sent', error: 'Not sent' }[r.status];
-    meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', title: label, 'aria-label': label },
-      r.status === 'sent' ? '✓' : r.status === 'pending' ? '…' : '!'));
-  }
-  bubble.append(meta);
-  li.append(bubble);
-  if (r.localFile && r.status === 'pending') {
-    const bar = h('progress', { class: 'upload-progress', max: '1', value: String(r.progress || 0), 'aria-label': `Uploading ${r.body}` });
-    r.progressEl = bar;
-    li.append(bar);
-  }
-  if (r.status === 'failed' || r.status === 'error') {
-    const actions = h('div', { class: 'msg-error', role: 'alert' },
-      h('span', null, r.status === 'failed' ? 'Not sent: no connection.' : `Not sent: ${r.error}`));
-    if (r.status === 'failed' || r.retryable) {
-      actions.append(h('button', {
-        type: 'button', class: 'link-btn', 'data-testid': 'retry',
-        onclick: () => { r.attempts = 0; deliver(r); },
-      }, 'Retry'));
-    }
-    actions.append(h('button', {
-      type: 'button', class: 'link-btn', onclick: () => discardLocal(r),
-    }, 'Remove'));
-    li.append(actions);
-  }
-  r.el = li;
-  return li;
-}
-
-function safeFileUrl(url) {
-  try {
-    const u = new URL(url, location.origin);
-    if (u.origin !== location.origin || !u.pathname.startsWith('/api/files/')) return null;
-    return u.pathname + u.search;
-  } catch {
-    return null;
-  }
-}
-
-function messageContent(r) {
-  const file = r.file;
-  if (file) {
-    const url = safeFileUrl(file.url);
-    if (url && IMAGE_TYPES.has(file.content_type)) {
-      const img = h('img', { class: 'thumb', src: url, alt: file.name, 'data-testid': 'thumbnail', loading: 'lazy' });
-      img.addEventListener('load', onThumbLoad);
-      return h('a', { class: 'thumb-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: file.name }, img);
-    }
-    return fileLink(file.name, file.size, url);
-  }
-  if (r.localFile) {
-    if (r.previewUrl) {
-      const img = h('img', { class: 'thumb', src: r.previewUrl, alt: r.body });
-      img.addEventListener('load', onThumbLoad);
-      return h('span', { class: 'thumb-link' }, img);
-    }
-    return fileLink(r.body, r.localFile.size, null);
-  }
-  return h('div', { class: 'msg-body', 'data-testid': 'message-body' }, linkify(r.body));
-}
-
-function onThumbLoad() {
-  const s = $('message-scroll');
-  if (s.scrollHeight - s.scrollTop - s.clientHeight < this.height + 120) s.scrollTop = s.scrollHeight;
-}
-
-function fileLink(name, size, url) {
-  const inner = [
-    fileIcon(),
-    h('span', { class: 'file-text' },
-      h('span', { class: 'file-name' }, name),
-      h('span', { class: 'file-size' }, formatSize(size))),
-  ];
-  if (!url) return h('span', { class: 'file-link' }, inner);
-  return h('a', { class: 'file-link', href: url, download: name, 'data-testid': 'file-link', rel: 'noopener noreferrer' }, inner);
-}
+const messageActions = {
+  retry: (r) => { r.attempts = 0; deliver(r); },
+  remove: (r) => discardLocal(r),
+};
 
 // ---------------------------------------------------------------- toasts
 
@@ -1145,55 +976,7 @@ function showReplaced() {
   $('signin-again-btn').focus();
 }
 
-// ---------------------------------------------------------------- screens
-
-function show(screen) {
-  $('splash').hidden = screen !== 'splash';
-  $('auth-screen').hidden = screen !== 'auth';
-  $('app-screen').hidden = screen !== 'app';
-}
-
-// signupClosed comes from GET /api/config: the server then only takes
-// accounts made on its shell ("webim user add"), so the tab is hidden.
-let signupClosed = false;
-
-async function loadServerConfig() {
-  try {
-    signupClosed = (await api.config()).signup === 'closed';
-  } catch {
-    return; // unknown: sign-up stays offered, and the server still decides
-  }
-  $('show-signup').hidden = signupClosed;
-  if (signupClosed && !$('signup-form').hidden) setAuthTab('login');
-}
-
-function setAuthTab(tab) {
-  const login = tab === 'login' || signupClosed;
-  $('login-form').hidden = !login;
-  $('signup-form').hidden = login;
-  $('show-login').setAttribute('aria-selected', String(login));
-  $('show-signup').setAttribute('aria-selected', String(!login));
-  $('show-login').tabIndex = login ? 0 : -1;
-  $('show-signup').tabIndex = login ? -1 : 0;
-  $('login-error').textContent = '';
-  $('signup-error').textContent = '';
-}
-
-function showAuth(tab = 'login', { username = '', notice = '' } = {}) {
-  document.title = APP_NAME;
-  setAuthTab(tab);
-  const n = $('auth-notice');
-  n.textContent = notice;
-  n.hidden = !notice;
-  show('auth');
-  if (username) {
-    $('login-username').value = username;
-    $('login-password').value = '';
-    $('login-password').focus();
-  } else {
-    $(tab === 'login' ? 'login-username' : 'signup-username').focus();
-  }
-}
+// ---------------------------------------------------------------- session
 
 function startApp(user) {
   signOutLocally();
@@ -1246,86 +1029,14 @@ async function logout() {
   showAuth('login', { username: '', notice: username ? 'You have logged out.' : '' });
 }
 
-function authErrorText(e) {
-  if (e instanceof NetworkError) return 'Cannot reach the server. Check your connection and try again.';
-  return e.message;
-}
-
-function setupAuth() {
-  $('show-login').addEventListener('click', () => { setAuthTab('login'); $('login-username').focus(); });
-  $('show-signup').addEventListener('click', () => { setAuthTab('signup'); $('signup-username').focus(); });
-  for (const id of ['show-login', 'show-signup']) {
-    $(id).addEventListener('keydown', (e) => {
-      if (e.key === 'ArrowLeft' || e.key === 'ArrowRight') {
-        e.preventDefault();
-        const to = id === 'show-login' ? 'signup' : 'login';
-        setAuthTab(to);
-        $(`show-${to}`).focus();
-      }
-    });
-  }
-
-  $('login-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const username = $('login-username').value.trim();
-    const password = $('login-password').value;
-    const err = $('login-error');
-    if (!username || !password) {
-      err.textContent = 'Enter your username and password.';
-      return;
-    }
-    const btn = $('login-submit');
-    btn.disabled = true;
-    btn.textContent = 'Logging in…';
-    err.textContent = '';
-    try {
-      const res = await api.login(username, password);
-      $('login-password').value = '';
-      startApp(res.user);
-    } catch (ex) {
-      err.textContent = authErrorText(ex);
-    } finally {
-      btn.disabled = false;
-      btn.textContent = 'Log in';
-    }
-  });
-
-  $('signup-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const username = $('signup-username').value.trim();
-    const password = $('signup-password').value;
-    const displayName = $('signup-display-name').value.trim();
-    const err = $('signup-error');
-    if (!username || !password) {
-      err.textContent = 'Choose a username and a password.';
-      return;
-    }
-    const btn = $('signup-submit');
-    btn.disabled = true;
-    btn.textContent = 'Creating account…';
-    err.textContent = '';
-    try {
-      await api.signup(username, password, displayName);
-      const res = await api.login(username, password);
-      $('signup-password').value = '';
-      startApp(res.user);
-    } catch (ex) {
-      err.textContent = authErrorText(ex);
-    } finally {
-      btn.disabled = false;
-      btn.textContent = 'Create account';
-    }
-  });
-
+function setupApp() {
   $('signin-again-btn').addEventListener('click', () => {
     const username = state.replacedUser || (state.me && state.me.username) || '';
     signOutLocally();
     $('replaced-notice').hidden = true;
     showAuth('login', { username });
   });
-}
 
-function setupApp() {
   setupComposer();
   $('user-search').addEventListener('input', (e) => setSearch(e.target.value));
   $('user-search').addEventListener('keydown', (e) => {
@@ -1368,7 +1079,7 @@ function setupApp() {
 
 // boot asks the server whether the cookie still holds a session.
 async function boot() {
-  setupAuth();
+  setupAuth(startApp);
   loadServerConfig();
   setupApp();
   let delay = 1000;

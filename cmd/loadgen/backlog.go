@@ -33,7 +33,7 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 	tr := newTransport(max(cfg.conc, cfg.senders), 1)
 	defer tr.CloseIdleConnections()
 	c := newClient(cfg.url, tr)
-	users, st, err := setupUsers(ctx, c, names, cfg.password, cfg.conc, loadTokenCache(cfg.tokenCache), lg)
+	users, st, err := setupUsers(ctx, c, names, cfg.password, cfg.conc, cfg.loginFirst, loadTokenCache(cfg.tokenCache), lg)
 	res.Setup = st
 	if err != nil {
 		return nil, err

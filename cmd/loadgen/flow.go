@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ type flowResult struct {
 	LateSends             int          `json:"late_sends,omitempty"`
 	ServerCPUSeconds      float64      `json:"server_cpu_seconds,omitempty"`
 	ServerCPUMicrosPerMsg float64      `json:"server_cpu_us_per_delivered,omitempty"`
+	LoadgenCPUSeconds     float64      `json:"loadgen_cpu_seconds"` // this process, same window: it shares the machine
 	RSSBefore             int64        `json:"server_rss_before,omitempty"`
 	RSSAfter              int64        `json:"server_rss_after,omitempty"`
 	Recipient             verdict      `json:"recipient"`
@@ -61,7 +63,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	setupTr := newTransport(cfg.conc, 1)
 	defer setupTr.CloseIdleConnections()
 	setupC := newClient(cfg.url, setupTr)
-	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, loadTokenCache(cfg.tokenCache), lg)
+	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, cfg.loginFirst, loadTokenCache(cfg.tokenCache), lg)
 	res.Setup = st
 	if err != nil {
 		return nil, err
@@ -145,6 +147,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	sleep(ctx, 200*time.Millisecond)
 
 	var cpu0 time.Duration
+	self0, _ := cpuTime(os.Getpid())
 	if cfg.pid > 0 {
 		out.RSSBefore, _ = rssBytes(cfg.pid)
 		cpu0, _ = cpuTime(cfg.pid)
@@ -222,6 +225,9 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 		}
 	}
 	stopProgress()
+	if self1, err := cpuTime(os.Getpid()); err == nil {
+		out.LoadgenCPUSeconds = (self1 - self0).Seconds()
+	}
 	if cfg.pid > 0 {
 		cpu1, err := cpuTime(cfg.pid)
 		if err == nil {

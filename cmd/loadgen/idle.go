@@ -72,7 +72,7 @@ func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-i%05d", cfg.prefix, i)
 	}
-	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, loadTokenCache(cfg.tokenCache), lg)
+	users, st, err := setupUsers(ctx, setupC, names, cfg.password, cfg.conc, cfg.loginFirst, loadTokenCache(cfg.tokenCache), lg)
 	res.Setup = st
 	if err != nil {
 		return nil, err

@@ -49,6 +49,7 @@ type config struct {
 	tokenCache  string
 	spread      int
 	openRate    int
+	loginFirst  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -75,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.tokenCache, "token-cache", defaultTokenCache(), "file keeping session tokens between runs, to skip logins (\"\": none)")
 	fs.IntVar(&cfg.spread, "spread", 0, "source addresses 127.0.0.2.. to spread connections over (0: automatic)")
 	fs.IntVar(&cfg.openRate, "open-rate", 2000, "idle: polls opened per second")
+	fs.BoolVar(&cfg.loginFirst, "login-first", false, "users exist from earlier runs: log in first and sign up only after a 401 (one password hash less each)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -267,6 +269,7 @@ func printTable(w io.Writer, r *result) {
 		if f.ServerCPUSeconds > 0 {
 			row("server CPU", "%.2fs, %.1f µs per delivered message", f.ServerCPUSeconds, f.ServerCPUMicrosPerMsg)
 		}
+		row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
 		if f.RSSBefore > 0 {
 			row("server RSS before / after", "%s / %s", mib(f.RSSBefore), mib(f.RSSAfter))
 		}

@@ -108,8 +108,10 @@ func retryable(ctx context.Context, f func() error) error {
 
 // setupUsers gives every name a live session, conc at a time: a cached token
 // that still works, else sign-up (409 username_taken means the user exists
-// from an earlier run) and login.
-func setupUsers(ctx context.Context, c *client, names []string, password string, conc int, tc *tokenCache, lg *logger) ([]*user, setupStats, error) {
+// from an earlier run) and login. With loginFirst, for users known to exist,
+// it tries the login first and signs up only after a 401, which saves one
+// password hash per existing user.
+func setupUsers(ctx context.Context, c *client, names []string, password string, conc int, loginFirst bool, tc *tokenCache, lg *logger) ([]*user, setupStats, error) {
 	st := setupStats{Users: len(names)}
 	t0 := time.Now()
 	users := make([]*user, len(names))
@@ -140,19 +142,28 @@ func setupUsers(ctx context.Context, c *client, names []string, password string,
 					u.token = tok
 					cached.Add(1)
 				} else {
-					err := retryable(ctx, func() error { return c.signup(ctx, name, password) })
-					if err == nil {
-						signups.Add(1)
-					} else if codeOf(err) != "username_taken" {
-						errOnce.Do(func() { firstErr = fmt.Errorf("signup %s: %w", name, err) })
-						done.Add(1)
-						continue
+					login := func() error {
+						return retryable(ctx, func() error {
+							tok, err := c.login(ctx, name, password)
+							u.token = tok
+							return err
+						})
 					}
-					err = retryable(ctx, func() error {
-						tok, err := c.login(ctx, name, password)
-						u.token = tok
-						return err
-					})
+					var err error
+					if loginFirst {
+						err = login()
+					}
+					if !loginFirst || codeOf(err) == "invalid_credentials" {
+						err = retryable(ctx, func() error { return c.signup(ctx, name, password) })
+						if err == nil {
+							signups.Add(1)
+						} else if codeOf(err) != "username_taken" {
+							errOnce.Do(func() { firstErr = fmt.Errorf("signup %s: %w", name, err) })
+							done.Add(1)
+							continue
+						}
+						err = login()
+					}
 					if err != nil {
 						errOnce.Do(func() { firstErr = fmt.Errorf("login %s: %w", name, err) })
 						done.Add(1)
