@@ -277,12 +277,19 @@ func TestAdmin_Stats(t *testing.T) {
 		}
 	}
 	// Presence comes from the running server.
-	go bob.poll(bob.poll(0, 0).Cursor, 2)
+	// The poll must end before the test does, or the server closes under it.
+	cursor := bob.poll(0, 0).Cursor
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		bob.do("GET", fmt.Sprintf("/api/poll?cursor=%d&timeout=2", cursor), nil)
+	}()
 	eventually(t, 5*time.Second, "bob to be online", func() bool { return ts.app.presence.Online() >= 1 })
 	out = ts.admin("", "stats", "-url", ts.srv.URL)
 	if !strings.Contains(out, fmt.Sprintf("online now       %d", ts.app.presence.Online())) {
 		t.Errorf("stats -url:\n%s", out)
 	}
+	<-polled
 	if err := ts.adminFails("", "stats", "-url", "http://127.0.0.1:1"); !strings.Contains(err.Error(), "asking") {
 		t.Errorf("stats with an unreachable -url: %v", err)
 	}

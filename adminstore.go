@@ -131,37 +131,8 @@ func (s *Store) DeleteUser(ctx context.Context, username string) (deletedUser, e
 		if err := tx.queryRow(`SELECT count(*) FROM queue WHERE user_id = ?1 AND kind = 1`, u.ID).Scan(&d.Queued); err != nil {
 			return err
 		}
-		// Each queue row holds one reference to its message (queue.go).
-		if _, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+held+`)`, u.ID); err != nil {
+		if d.Files, err = tx.releaseMessages(held, u.ID); err != nil {
 			return err
-		}
-		rows, err := tx.query(`SELECT f.id, f.storage_name FROM messages m JOIN files f ON f.id = m.file_id
-			WHERE m.refs <= 0 AND m.id IN (`+held+`)`, u.ID)
-		if err != nil {
-			return err
-		}
-		var fileIDs []int64
-		var names []string
-		for rows.Next() {
-			var id int64
-			var name string
-			if err := rows.Scan(&id, &name); err != nil {
-				rows.Close()
-				return err
-			}
-			fileIDs, names = append(fileIDs, id), append(names, name)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if _, err := tx.exec(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+held+`)`, u.ID); err != nil {
-			return err
-		}
-		for _, id := range fileIDs {
-			if _, err := tx.exec(`DELETE FROM files WHERE id = ?`, id); err != nil {
-				return err
-			}
 		}
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ?`, u.ID); err != nil {
 			return err
@@ -173,8 +144,6 @@ func (s *Store) DeleteUser(ctx context.Context, username string) (deletedUser, e
 		if err := tx.adminEvent(u.ID, -d.Queued); err != nil {
 			return err
 		}
-		tx.fileGone = append(tx.fileGone, names...)
-		d.Files = len(names)
 		return nil
 	})
 	return d, err

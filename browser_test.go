@@ -587,6 +587,27 @@ func (tb *tab) sessionToken() string {
 	return ""
 }
 
+// apiSend sends a message with the HTTP API directly (bearer token), as
+// another client of the same user would.
+func apiSend(t *testing.T, base, token, to, body string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"to": to, "body": body})
+	req, err := http.NewRequest(http.MethodPost, base+"/api/messages", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/messages: %d", res.StatusCode)
+	}
+}
+
 func TestBrowser(t *testing.T) {
 	env := startBrowserEnv(t)
 
@@ -601,6 +622,13 @@ func TestBrowser(t *testing.T) {
 		)
 		stranger.waitFor("the log-in error is shown", `document.querySelector('#login-error').textContent === 'The username or password is wrong.'`)
 		stranger.screenshot("sign-in")
+		stranger.do(
+			chromedp.Click(chromedp.CSS(`#show-signup`)),
+			chromedp.SendKeys(chromedp.CSS(`#signup-username`), "No Spaces!"),
+			chromedp.SendKeys(chromedp.CSS(`#signup-password`), testPassword),
+			chromedp.Click(chromedp.CSS(`#signup-submit`)),
+		)
+		stranger.waitFor("the sign-up error is shown", `document.querySelector('#signup-error').textContent.startsWith('A username is 3 to 32 characters')`)
 
 		alice, bob := env.pairShots(t, true)
 		alice.waitPresence(bob.user, true)
@@ -1108,6 +1136,25 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("conversation is %d px wide at 390 px: it scrolls sideways", w)
 		}
 		alice.screenshot("chat-phone")
+
+		// Reading further up, a new message shows a "New messages" button instead of jumping.
+		bobToken := bob.sessionToken()
+		for i := range 15 {
+			apiSend(t, env.url, bobToken, alice.user, fmt.Sprintf("filler %d", i))
+		}
+		alice.waitMessage("filler 14", true)
+		alice.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#message-scroll').scrollTop = 0`))
+		alice.waitFor("the view is scrolled up", `document.querySelector('#message-scroll').scrollTop === 0`)
+		apiSend(t, env.url, bobToken, alice.user, "look down here")
+		alice.waitMessage("look down here", true)
+		alice.do(chromedp.WaitVisible(chromedp.CSS(`#new-below`)))
+		if top := eval[int](alice, `document.querySelector('#message-scroll').scrollTop`); top != 0 {
+			t.Errorf("the view jumped to %d while reading further up", top)
+		}
+		alice.do(chromedp.Click(chromedp.CSS(`#new-below`)))
+		alice.do(chromedp.WaitNotVisible(chromedp.CSS(`#new-below`)))
+		alice.waitFor("the view is at the newest message",
+			`(() => { const s = document.querySelector('#message-scroll'); return s.scrollHeight - s.scrollTop - s.clientHeight < 80; })()`)
 		alice.do(chromedp.Click(chromedp.CSS(`#back-btn`)), chromedp.WaitVisible(chromedp.CSS(`#friend-list`)))
 		if w := eval[int](alice, `document.documentElement.scrollWidth`); w > 390 {
 			t.Errorf("friend list is %d px wide at 390 px: it scrolls sideways", w)

@@ -63,7 +63,6 @@ var (
 	errAlreadyRequested   = newAPIError(http.StatusConflict, "already_requested", "You have already asked.")
 	errQueueFull          = newAPIError(http.StatusConflict, "queue_full", "The recipient's queue is full until they clean it.")
 	errTooLarge           = newAPIError(http.StatusRequestEntityTooLarge, "too_large", "The request body is too large.")
-	errUnsupportedMedia   = newAPIError(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send JSON with Content-Type: application/json.")
 	errRateLimited        = newAPIError(http.StatusTooManyRequests, "rate_limited", "Too many requests; try again later.")
 	errStorage            = newAPIError(http.StatusServiceUnavailable, "storage_unavailable", "The server cannot store anything right now; try again shortly.")
 	errShuttingDown       = newAPIError(http.StatusServiceUnavailable, "shutting_down", "The server is shutting down; try again shortly.")

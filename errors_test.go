@@ -164,3 +164,26 @@ func TestErrors_Shape(t *testing.T) {
 		t.Fatalf("error body %s", data)
 	}
 }
+
+// A JSON body is read as JSON whatever its Content-Type says; what is not
+// JSON is a 400 all the same.
+func TestErrors_ContentTypeDoesNotDecide(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	alice := ts.user("alice")
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
+		resp, data := alice.doWith("POST", "/api/clean", `{"upto": 0}`, func(r *http.Request) {
+			r.Header.Del("Content-Type")
+			if ct != "" {
+				r.Header.Set("Content-Type", ct)
+			}
+		})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("JSON sent as %q: %d %s", ct, resp.StatusCode, data)
+		}
+		resp, data = alice.doWith("POST", "/api/clean", `upto=0`, func(r *http.Request) {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		})
+		checkError(t, resp, data, http.StatusBadRequest, "bad_request")
+	}
+}

@@ -272,3 +272,23 @@ func TestFiles_DefaultSizeLimit(t *testing.T) {
 		t.Fatalf("files folder holds %v", stored)
 	}
 }
+
+func TestFiles_OddNamesStayAttachments(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	fr := ts.friends("alice", "bob")
+	alice, bob := fr[0], fr[1]
+	for _, name := range []string{`a"b;c=d ü.svg`, "../../etc/passwd", `C:\evil\x.html`, "\u202egnp.svg", "名前.svg", "", ".."} {
+		m := alice.uploadOK(bob, name, "image/svg+xml", svgBytes)
+		if strings.ContainsAny(m.File.Name, `/\`) || m.File.Name == "" || m.Body != m.File.Name {
+			t.Fatalf("name %q stored as %q (body %q)", name, m.File.Name, m.Body)
+		}
+		resp, data := bob.download(m.File.URL)
+		if resp.StatusCode != 200 || !bytes.Equal(data, svgBytes) {
+			t.Fatalf("%q: %d", name, resp.StatusCode)
+		}
+		if cd := resp.Header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment") {
+			t.Fatalf("%q: Content-Disposition %q", name, cd)
+		}
+	}
+}

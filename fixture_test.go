@@ -100,8 +100,7 @@ func (c *client) as(t testing.TB) *client {
 }
 
 // doWith is do with a hook to change the request (headers, cookies) before
-// it is sent. Unlike do, a string body is sent without a Content-Type
-// unless edit sets one.
+// it is sent.
 func (c *client) doWith(method, path string, body any, edit func(*http.Request)) (*http.Response, []byte) {
 	c.t.Helper()
 	var rd io.Reader

@@ -404,36 +404,8 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 			return err
 		}
 		if removed > 0 {
-			if _, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+ackedMessages+`)`, user, upto); err != nil {
+			if _, err := tx.releaseMessages(ackedMessages, user, upto); err != nil {
 				return err
-			}
-			rows, err := tx.query(`SELECT f.id, f.storage_name FROM messages m JOIN files f ON f.id = m.file_id
-				WHERE m.refs <= 0 AND m.id IN (`+ackedMessages+`)`, user, upto)
-			if err != nil {
-				return err
-			}
-			var fileIDs []int64
-			for rows.Next() {
-				var id int64
-				var name string
-				if err := rows.Scan(&id, &name); err != nil {
-					rows.Close()
-					return err
-				}
-				fileIDs = append(fileIDs, id)
-				tx.fileGone = append(tx.fileGone, name)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			if _, err := tx.exec(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+ackedMessages+`)`, user, upto); err != nil {
-				return err
-			}
-			for _, id := range fileIDs {
-				if _, err := tx.exec(`DELETE FROM files WHERE id = ?`, id); err != nil {
-					return err
-				}
 			}
 		}
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ? AND acked = 1`, user, upto); err != nil {
@@ -449,6 +421,47 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 		return nil
 	})
 	return removed, err
+}
+
+// releaseMessages drops one reference from each message that the query held
+// selects (queue rows about to be deleted: each holds one reference), and
+// deletes the messages no queue holds any more, with their files; the bytes
+// are unlinked after the commit. It returns how many files went.
+func (tx *writeTx) releaseMessages(held string, args ...any) (files int, err error) {
+	if _, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+held+`)`, args...); err != nil {
+		return 0, err
+	}
+	rows, err := tx.query(`SELECT f.id, f.storage_name FROM messages m JOIN files f ON f.id = m.file_id
+		WHERE m.refs <= 0 AND m.id IN (`+held+`)`, args...)
+	if err != nil {
+		return 0, err
+	}
+	var fileIDs []int64
+	var names []string
+	for rows.Next() {
+		var id int64
+		var name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		fileIDs, names = append(fileIDs, id), append(names, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	// Messages first: their rows reference the files.
+	if _, err := tx.exec(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+held+`)`, args...); err != nil {
+		return 0, err
+	}
+	for _, id := range fileIDs {
+		if _, err := tx.exec(`DELETE FROM files WHERE id = ?`, id); err != nil {
+			return 0, err
+		}
+	}
+	tx.fileGone = append(tx.fileGone, names...)
+	return len(names), nil
 }
 
 // QueuedMessages counts uncleaned message events over all queues.

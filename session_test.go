@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -118,5 +119,76 @@ func TestSession_LogoutWhilePolling(t *testing.T) {
 		if e.Type == "session_replaced" {
 			t.Fatalf("logout answered the poll with %+v", p)
 		}
+	}
+}
+
+func TestSession_ConcurrentLoginsLeaveOneLiveSession(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, noExemption)
+	alice := ts.user("alice")
+	const n = 10
+	tokens := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out struct {
+				Token string `json:"token"`
+			}
+			resp, data := ts.anon().do("POST", "/api/login", map[string]any{"username": alice.username, "password": alice.password})
+			if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &out) != nil {
+				t.Errorf("login %d: %d %s", i, resp.StatusCode, data)
+			}
+			tokens[i] = out.Token
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	check := func(when string) {
+		t.Helper()
+		live := 0
+		for _, tok := range append(tokens, alice.token) {
+			c := &client{ts: ts, t: t, token: tok}
+			resp, data := c.do("GET", "/api/me", nil)
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				live++
+			case resp.StatusCode == http.StatusUnauthorized && errorCode(data) == "session_replaced":
+			default:
+				t.Fatalf("%s: %d %s", when, resp.StatusCode, data)
+			}
+		}
+		if live != 1 {
+			t.Fatalf("%s: %d live sessions, want exactly 1", when, live)
+		}
+	}
+	check("after concurrent logins")
+	ts.restart()
+	check("after a restart")
+}
+
+func TestSession_NoticesAreNotRedeliveredAfterLogin(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	fr := ts.friends("alice", "bob")
+	alice, bob := fr[0], fr[1]
+	carol := ts.user("carol")
+	carol.mustDo("POST", "/api/friends/"+bob.username+"/request", nil, http.StatusCreated)
+	alice.send(bob, "kept")
+	evs, _ := bob.drain(0)
+	if fr := eventsOfType(evs, "friend_request"); len(fr) == 0 || fr[len(fr)-1].User["username"] != carol.username {
+		t.Fatalf("bob's events before the new login: %+v", evs)
+	}
+	bob.login()
+	evs, _ = bob.drain(0)
+	if len(evs) != 1 || evs[0].Type != "message" || evs[0].Message.Body != "kept" {
+		t.Fatalf("after a new login bob's queue from 0: %+v, want only the uncleaned message", evs)
+	}
+	// The request itself is still pending: only the event is gone.
+	if l := bob.friendLists(); !same(l.incoming, carol.username) {
+		t.Fatalf("bob's incoming %v", l.incoming)
 	}
 }

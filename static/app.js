@@ -350,7 +350,9 @@ function renderConversation(c) {
   if (switched || nearBottom || c.stick) {
     scroller.scrollTop = scroller.scrollHeight;
     c.stick = false;
+    c.newBelow = false;
   }
+  $('new-below').hidden = !c.newBelow;
 
   // Reading: the open conversation counts as read while the page is visible.
   if (!document.hidden) markRead(c);
@@ -428,7 +430,10 @@ function onMessageEvent(m, seq) {
   const r = recordFrom(m, seq);
   addRecord(c, r);
   if (m.from !== me) {
-    if (state.active === peer) c.stick = isNearBottom();
+    if (state.active === peer) {
+      c.stick = isNearBottom();
+      if (!c.stick) c.newBelow = true;
+    }
     if (document.hidden && state.caughtUp && r.id > c.lastRead) notify(peer, r);
   }
 }
@@ -482,6 +487,7 @@ function sendText() {
   c.stick = true;
   input.value = '';
   autosize();
+  showLength();
   render();
   deliver(r);
 }
@@ -852,6 +858,15 @@ function autosize() {
   t.style.height = `${Math.min(t.scrollHeight, 160)}px`;
 }
 
+// showLength counts characters once a message nears the 4000 limit.
+function showLength() {
+  const n = [...$('message-input').value].length;
+  const el = $('char-count');
+  el.hidden = n < MAX_BODY - 500;
+  el.textContent = `${n.toLocaleString('en')} / ${MAX_BODY.toLocaleString('en')}`;
+  el.classList.toggle('over', n > MAX_BODY);
+}
+
 function setupComposer() {
   const input = $('message-input');
   $('composer').addEventListener('submit', (e) => {
@@ -866,6 +881,7 @@ function setupComposer() {
     }
   });
   input.addEventListener('input', autosize);
+  input.addEventListener('input', showLength);
   input.addEventListener('paste', (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
     if (files.length) {
@@ -1038,6 +1054,20 @@ function setupApp() {
   });
 
   setupComposer();
+  // "New messages" appears when one arrives while reading further up.
+  $('new-below').addEventListener('click', () => {
+    const sc = $('message-scroll');
+    sc.scrollTop = sc.scrollHeight;
+    if (state.active) conv(state.active).newBelow = false;
+    $('new-below').hidden = true;
+    $('message-input').focus();
+  });
+  $('message-scroll').addEventListener('scroll', () => {
+    if (state.active && !$('new-below').hidden && isNearBottom()) {
+      conv(state.active).newBelow = false;
+      $('new-below').hidden = true;
+    }
+  }, { passive: true });
   $('user-search').addEventListener('input', (e) => setSearch(e.target.value));
   $('user-search').addEventListener('keydown', (e) => {
     if (e.key === 'Escape') {
