@@ -67,12 +67,13 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	}
 
 	var (
-		stopSending atomic.Bool
-		acked       atomic.Int64
-		retried     atomic.Int64 // messages that needed more than one attempt
-		answered200 atomic.Int64 // retries that found the message already stored
-		mu          sync.Mutex
-		acks        = map[string]crashAck{} // by client_msg_id (also the body)
+		stopSending  atomic.Bool
+		acked        atomic.Int64
+		retried      atomic.Int64 // messages that needed more than one attempt
+		answered200  atomic.Int64 // retries that found the message already stored
+		senderCleans atomic.Int64
+		mu           sync.Mutex
+		acks         = map[string]crashAck{} // by client_msg_id (also the body)
 	)
 	var senders sync.WaitGroup
 	for i := range nSenders {
@@ -125,6 +126,18 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 					}
 					break
 				}
+				// Uploaders clean their own queue now and then, so files are
+				// also deleted (after their commit) while the kills go on.
+				if isFile && k%10 == 9 {
+					for !stopSending.Load() && time.Now().Before(hardStop) {
+						st, _, err := apiCall(hc, base, sendToks[i], "POST", "/api/clean", map[string]any{"upto": 1 << 40})
+						if err == nil && st == http.StatusOK {
+							senderCleans.Add(1)
+							break
+						}
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
 			}
 		}()
 	}
@@ -137,6 +150,7 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	}
 	received := make([]map[string][]delivery, nReceivers)
 	cursors := make([]int64, nReceivers)
+	cleanedUpTo := make([]int64, nReceivers) // by the last clean answered 200
 	var stopReceiving atomic.Bool
 	var cleans atomic.Int64
 	var receivers sync.WaitGroup
@@ -187,6 +201,7 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 					st, _, err := apiCall(hc, base, recvToks[r], "POST", "/api/clean", map[string]any{"upto": cursors[r]})
 					if err == nil && st == http.StatusOK {
 						sinceClean = 0
+						cleanedUpTo[r] = cursors[r]
 						cleans.Add(1)
 					}
 				}
@@ -256,8 +271,9 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 		}
 	}
 
-	// Every file message's bytes are there.
-	files := 0
+	// Every file message's bytes are there, unless both its users cleaned
+	// it (the recipient's part is known here; the uploader cleans all).
+	files, filesGone := 0, 0
 	for r := range nReceivers {
 		for body, ds := range received[r] {
 			if len(ds) != 1 || ds[0].fileURL == "" {
@@ -265,6 +281,10 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 			}
 			files++
 			st, data, err := apiCall(hc, base, recvToks[r], "GET", ds[0].fileURL, nil)
+			if err == nil && st == http.StatusNotFound && ds[0].seq <= cleanedUpTo[r] {
+				filesGone++
+				continue
+			}
 			if err != nil || st != http.StatusOK || !bytes.Equal(data, crashFileContent(body)) {
 				t.Errorf("file %s: %d, %d bytes, %v", body, st, len(data), err)
 			}
@@ -280,23 +300,39 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	db := openSQLiteForCheck(t, dbPath)
 	checkDBInvariants(t, db)
 	t.Logf("%v checked", time.Since(t0))
+	// Text messages are never cleaned by their senders: each is stored
+	// once, with its sender's copy. Every file row has its bytes on disk,
+	// and no file is left that no row names.
 	var stored, dupCIDs, senderCopies int
-	db.QueryRow(`SELECT count(*) FROM messages`).Scan(&stored)
+	db.QueryRow(`SELECT count(*) FROM messages WHERE file_id IS NULL`).Scan(&stored)
 	db.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY sender_id, body HAVING count(*) > 1)`).Scan(&dupCIDs)
-	db.QueryRow(`SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.user_id = m.sender_id`).Scan(&senderCopies)
-	var fileRows int
-	db.QueryRow(`SELECT count(*) FROM files`).Scan(&fileRows)
-	if entries, err := os.ReadDir(dbPath + ".files"); err != nil || len(entries) != fileRows {
-		t.Errorf("files folder holds %d files, the database names %d (%v)", len(entries), fileRows, err)
-	}
+	db.QueryRow(`SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.user_id = m.sender_id AND m.file_id IS NULL`).Scan(&senderCopies)
 	if dupCIDs != 0 {
 		t.Errorf("%d messages were stored more than once", dupCIDs)
 	}
-	if stored != len(acks) || senderCopies != len(acks) {
-		t.Errorf("database holds %d messages and %d sender copies; senders had %d confirmed", stored, senderCopies, len(acks))
+	if want := len(acks) - files; stored != want || senderCopies != want {
+		t.Errorf("database holds %d text messages and %d sender copies; senders had %d confirmed", stored, senderCopies, want)
 	}
-	t.Logf("%d kill -9 cycles; %d messages confirmed, %d of them files (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans",
-		cycles, len(acks), files, retried.Load(), answered200.Load(), total, cleans.Load())
+	rows, err := db.Query(`SELECT storage_name, size FROM files`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileRows := 0
+	for rows.Next() {
+		var name string
+		var size int64
+		rows.Scan(&name, &size)
+		fileRows++
+		if fi, err := os.Stat(filepath.Join(dbPath+".files", name)); err != nil || fi.Size() != size {
+			t.Errorf("file row %s (%d bytes) has on disk: %v", name, size, err)
+		}
+	}
+	rows.Close()
+	if entries, err := os.ReadDir(dbPath + ".files"); err != nil || len(entries) != fileRows {
+		t.Errorf("files folder holds %d files, the database names %d (%v)", len(entries), fileRows, err)
+	}
+	t.Logf("%d kill -9 cycles; %d messages confirmed, %d of them files (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans by recipients, %d by uploaders; %d files deleted by both cleaning, %d left",
+		cycles, len(acks), files, retried.Load(), answered200.Load(), total, cleans.Load(), senderCleans.Load(), filesGone, fileRows)
 }
 
 // crashFileContent is the bytes of the crash test's file named cid.
