@@ -85,3 +85,15 @@ func TestRun_LogFormatJSON(t *testing.T) {
 		t.Fatalf("expected start and stop lines, got %q", lines)
 	}
 }
+
+func TestCLI_HelpListsCommands(t *testing.T) {
+	out, _, err := runCLI(t, "", "help")
+	if err != nil {
+		t.Fatalf("webim help: %v", err)
+	}
+	for _, want := range []string{"backup", "user", "stats", "help"} {
+		if !strings.Contains(out, "webim "+want) {
+			t.Errorf("webim help lacks %q:\n%s", want, out)
+		}
+	}
+}

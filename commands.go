@@ -46,3 +46,13 @@ func printCommands(w io.Writer) {
 		fmt.Fprintf(w, "       webim %-20s %s\n", n+" ...", commands[n].summary)
 	}
 }
+
+func init() {
+	commands["help"] = &command{
+		summary: "list the commands",
+		run: func(_ context.Context, _ []string, env cmdEnv) error {
+			printCommands(env.stdout)
+			return nil
+		},
+	}
+}
