@@ -18,8 +18,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"webim/internal/procstat"
 )
 
 // runChild is the bare net/http server: it listens on a loopback port,
@@ -30,7 +31,7 @@ import (
 //	GET  /hold  holds the request until the client goes away
 //	GET  /stats {"held": n, "goroutines": n}
 func runChild(in io.Reader, out io.Writer) error {
-	_, _ = raiseFileLimit()
+	_, _ = procstat.RaiseFileLimit()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -179,7 +180,7 @@ func measureHTTP(ctx context.Context, conc int, d time.Duration) (*httpResult, e
 			return nil, err
 		}
 	}
-	cpu0, _ := cpuTime(ch.cmd.Process.Pid)
+	cpu0, _ := procstat.CPUTime(ch.cmd.Process.Pid)
 	var mu sync.Mutex
 	var lat []time.Duration
 	var firstErr error
@@ -210,7 +211,7 @@ func measureHTTP(ctx context.Context, conc int, d time.Duration) (*httpResult, e
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, _ := cpuTime(ch.cmd.Process.Pid)
+	cpu1, _ := procstat.CPUTime(ch.cmd.Process.Pid)
 	if firstErr != nil {
 		return nil, firstErr
 	}
@@ -237,7 +238,7 @@ type heldResult struct {
 // measureHeld starts a fresh bare child, opens n requests to GET /hold, each
 // on its own connection, and measures the child's RSS before and after.
 func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldResult, error) {
-	if lim, err := raiseFileLimit(); err == nil && uint64(n)+64 > lim {
+	if lim, err := procstat.RaiseFileLimit(); err == nil && uint64(n)+64 > lim {
 		return nil, fmt.Errorf("%d held requests need more than this process's %d file descriptors", n, lim)
 	}
 	ch, err := startChild()
@@ -254,7 +255,7 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 	}
 	time.Sleep(500 * time.Millisecond)
 	pid := ch.cmd.Process.Pid
-	rss0, err := rssBytes(pid)
+	rss0, err := procstat.RSS(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +306,7 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 		logf("%d of %d held requests failed", f, n)
 	}
 	time.Sleep(time.Second)
-	rss1, err := rssBytes(pid)
+	rss1, err := procstat.RSS(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -314,53 +315,6 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 		BytesPerRequest:      float64(rss1-rss0) / float64(held),
 		GoroutinesPerRequest: float64(g1-g0) / float64(held),
 	}, nil
-}
-
-// rssBytes returns VmRSS of process pid, from /proc/PID/status.
-func rssBytes(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
-}
-
-// cpuTime returns utime+stime of process pid, from /proc/PID/stat (in
-// USER_HZ = 100 ticks a second).
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, errors.New("malformed stat")
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
-// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit.
-func raiseFileLimit() (uint64, error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
 }
 
 func numCPU() int { return runtime.NumCPU() }

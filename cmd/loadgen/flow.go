@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"webim/internal/procstat"
 )
 
 // flowResult is the outcome of the throughput and paced scenarios.
@@ -147,10 +149,10 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	sleep(ctx, 200*time.Millisecond)
 
 	var cpu0 time.Duration
-	self0, _ := cpuTime(os.Getpid())
+	self0, _ := procstat.CPUTime(os.Getpid())
 	if cfg.pid > 0 {
-		out.RSSBefore, _ = rssBytes(cfg.pid)
-		cpu0, _ = cpuTime(cfg.pid)
+		out.RSSBefore, _ = procstat.RSS(cfg.pid)
+		cpu0, _ = procstat.CPUTime(cfg.pid)
 	}
 
 	// Send.
@@ -225,15 +227,15 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 		}
 	}
 	stopProgress()
-	if self1, err := cpuTime(os.Getpid()); err == nil {
+	if self1, err := procstat.CPUTime(os.Getpid()); err == nil {
 		out.LoadgenCPUSeconds = (self1 - self0).Seconds()
 	}
 	if cfg.pid > 0 {
-		cpu1, err := cpuTime(cfg.pid)
+		cpu1, err := procstat.CPUTime(cfg.pid)
 		if err == nil {
 			out.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
 		}
-		out.RSSAfter, _ = rssBytes(cfg.pid)
+		out.RSSAfter, _ = procstat.RSS(cfg.pid)
 	}
 	stopPolls()
 	pollWG.Wait()

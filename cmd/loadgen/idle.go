@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"webim/internal/procstat"
 )
 
 // idleResult is the outcome of the idle scenario. Memory figures are the
@@ -37,7 +39,7 @@ type idleResult struct {
 // the server's memory and goroutines before and after.
 func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg *logger) (*idleResult, error) {
 	out := &idleResult{Users: cfg.users, GoroutinesStart: -1, GoroutinesSetup: -1, GoroutinesHeld: -1, ServerOpenPolls: -1, ServerOnline: -1}
-	lim, err := raiseFileLimit()
+	lim, err := procstat.RaiseFileLimit()
 	if err != nil {
 		lg.printf("raising the open file limit: %v", err)
 	}
@@ -51,7 +53,7 @@ func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	sample := func() (rss int64, goroutines int) {
 		goroutines = -1
 		if cfg.pid > 0 {
-			rss, _ = rssBytes(cfg.pid)
+			rss, _ = procstat.RSS(cfg.pid)
 		}
 		if m, err := setupC.metrics(ctx); err == nil {
 			if g, ok := metricValue(m, "go_goroutines", "webim_goroutines"); ok {

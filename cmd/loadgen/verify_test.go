@@ -195,19 +195,6 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-func TestParseStatCPU(t *testing.T) {
-	// Fields 14 and 15 (utime, stime) are 250 and 50 ticks; the name has a
-	// space and a parenthesis.
-	stat := "1234 (web im) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0"
-	got, err := parseStatCPU(stat)
-	if err != nil || got != 3*time.Second {
-		t.Fatalf("parseStatCPU = %v, %v; want 3s", got, err)
-	}
-	if _, err := parseStatCPU("garbage"); err == nil {
-		t.Fatal("garbage parsed")
-	}
-}
-
 func TestParseMetrics(t *testing.T) {
 	m := parseMetrics("# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 42\nwebim_open_polls 7\nwebim_http_request_duration_seconds_bucket{le=\"0.1\"} 3\n")
 	if m["go_goroutines"] != 42 || m["webim_open_polls"] != 7 || len(m) != 2 {
