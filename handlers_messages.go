@@ -1,0 +1,211 @@
+package main
+
+// Sending messages and files, and downloading files.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// takeMessageToken applies the per-user message and upload limit.
+func (a *App) takeMessageToken(r *http.Request, s *Session) error {
+	if a.limits.isExempt(a.clientAddr(r)) {
+		return nil
+	}
+	if ok, wait := a.limits.messagesPerUser.take(s.User.ID, time.Now()); !ok {
+		return rateLimited(seconds(wait))
+	}
+	return nil
+}
+
+// recipientName validates the "to" of a send.
+func recipientName(to string, me User) (string, error) {
+	name, err := normalizeUsername(to)
+	if err != nil {
+		return "", errNoSuchUser
+	}
+	if name == me.Username {
+		return "", errMessageSelf
+	}
+	return name, nil
+}
+
+func (a *App) handleSendMessage(w http.ResponseWriter, r *http.Request, s *Session) error {
+	var req struct {
+		To          *string `json:"to"`
+		Body        *string `json:"body"`
+		ClientMsgID *string `json:"client_msg_id"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.To == nil {
+		return errBadRequest.withMessage("to is required.")
+	}
+	if req.Body == nil {
+		return errInvalidBody.withMessage("body is required.")
+	}
+	if err := validateBody(*req.Body); err != nil {
+		return err
+	}
+	clientMsgID := ""
+	if req.ClientMsgID != nil {
+		if err := validateClientMsgID(*req.ClientMsgID); err != nil {
+			return err
+		}
+		clientMsgID = *req.ClientMsgID
+	}
+	to, err := recipientName(*req.To, s.User)
+	if err != nil {
+		return err
+	}
+	if err := a.takeMessageToken(r, s); err != nil {
+		return err
+	}
+	return a.sendAndAnswer(w, r, s, to, *req.Body, clientMsgID, nil)
+}
+
+func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, to, body, clientMsgID string, file *newFile) error {
+	msg, created, err := a.store.SendMessage(r.Context(), s.User, to, body, clientMsgID, file)
+	if file != nil && (err != nil || !created) {
+		a.store.RemoveUpload(file)
+	}
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		a.metrics.messagesSent.Add(1)
+	}
+	writeJSON(w, status, map[string]any{"message": msg})
+	return nil
+}
+
+func (a *App) handleUpload(w http.ResponseWriter, r *http.Request, s *Session) error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" {
+		return errBadRequest.withMessage("Upload a file as multipart/form-data with the fields to and file.")
+	}
+	// Room for the other fields and the multipart framing around the file.
+	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxFileSize+64<<10)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return errBadRequest.withMessage("The multipart body is malformed.")
+	}
+	if err := a.takeMessageToken(r, s); err != nil {
+		return err
+	}
+	var to, clientMsgID *string
+	var file *newFile
+	discard := func() {
+		if file != nil {
+			a.store.RemoveUpload(file)
+		}
+	}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			discard()
+			return uploadReadError(err)
+		}
+		switch part.FormName() {
+		case "to", "client_msg_id":
+			v, err := io.ReadAll(io.LimitReader(part, 1024))
+			if err != nil {
+				discard()
+				return uploadReadError(err)
+			}
+			sv := string(v)
+			if part.FormName() == "to" {
+				to = &sv
+			} else {
+				clientMsgID = &sv
+			}
+		case "file":
+			if file != nil {
+				discard()
+				return errBadRequest.withMessage("Send one file per upload.")
+			}
+			file, err = a.store.SaveUpload(part, part.FileName(), a.cfg.MaxFileSize)
+			if err != nil {
+				return uploadReadError(err)
+			}
+		}
+		part.Close()
+	}
+	if file == nil {
+		return errBadRequest.withMessage("The upload has no file field.")
+	}
+	if to == nil {
+		discard()
+		return errBadRequest.withMessage("to is required.")
+	}
+	name, err := recipientName(*to, s.User)
+	if err != nil {
+		discard()
+		return err
+	}
+	cid := ""
+	if clientMsgID != nil {
+		if err := validateClientMsgID(*clientMsgID); err != nil {
+			discard()
+			return err
+		}
+		cid = *clientMsgID
+	}
+	return a.sendAndAnswer(w, r, s, name, file.Name, cid, file)
+}
+
+func uploadReadError(err error) error {
+	if errors.Is(err, errStorage) {
+		return err
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.Is(err, errFileTooLarge) || errors.As(err, &tooLarge) {
+		return errTooLarge.withMessage("The file is larger than this server accepts.")
+	}
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: %w", errStorage, err)
+	}
+	return errBadRequest.withMessage("The multipart body is malformed.")
+}
+
+func (a *App) handleDownload(w http.ResponseWriter, r *http.Request, s *Session) error {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return errNotFound
+	}
+	f, err := a.store.FileFor(r.Context(), s.User.ID, id)
+	if err != nil {
+		return err
+	}
+	fh, err := os.Open(f.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return errNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	disposition := "attachment"
+	if inlineImageTypes[f.ContentType] {
+		disposition = "inline"
+	}
+	h := w.Header()
+	h.Set("Content-Type", f.ContentType)
+	h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": f.Name}))
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	h.Set("Cache-Control", "private, no-store")
+	http.ServeContent(w, r, "", time.Time{}, fh)
+	return nil
+}

@@ -1,0 +1,45 @@
+package main
+
+// Health, metrics and the page.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+func (a *App) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := a.store.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errStorage, err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	queued := a.store.QueuedMessages()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	a.metrics.write(w, gauges{
+		onlineUsers:    a.presence.Online(),
+		queuedMessages: queued,
+		waitingUsers:   a.notifier.waiting(),
+	})
+	return nil
+}
+
+func (a *App) handlePage(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("Cache-Control", "no-cache")
+	http.ServeFileFS(w, r, a.static, "index.html")
+	return nil
+}
+
+func (a *App) handleStatic(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("Cache-Control", "no-cache")
+	http.StripPrefix("/static", http.FileServerFS(a.static)).ServeHTTP(w, r)
+	return nil
+}
