@@ -69,17 +69,6 @@ func (s *Store) AccountByName(ctx context.Context, username string) (account, er
 	return a, err
 }
 
-// UserByID returns a user, or errNoSuchUser.
-func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
-	u := User{ID: id}
-	err := s.read.QueryRowContext(ctx, `SELECT username, display_name FROM users WHERE id = ?`, id).
-		Scan(&u.Username, &u.DisplayName)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, errNoSuchUser
-	}
-	return u, err
-}
-
 // userByName looks a user up inside a write transaction.
 func (tx *writeTx) userByName(username string) (User, error) {
 	u := User{Username: username}

@@ -174,8 +174,6 @@ func (a *App) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // --- authentication ---------------------------------------------------------
 
-type sessionKey struct{}
-
 // authenticated resolves the session from the bearer token or the cookie,
 // refusing cookie-authenticated writes from another origin first.
 func (a *App) authenticated(h authedFunc) handlerFunc {

@@ -118,19 +118,7 @@ func (c *client) do(ctx context.Context, method, path, token string, body, out a
 		return err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &apiError{Status: resp.StatusCode}
-		var eb struct {
-			Error struct {
-				Code string `json:"code"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &eb) == nil {
-			ae.Code = eb.Error.Code
-		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-			ae.RetryAfter = time.Duration(s) * time.Second
-		}
-		return ae
+		return decodeAPIError(resp, data)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -218,19 +206,7 @@ func (c *client) send(ctx context.Context, token, to, body, clientMsgID string) 
 	case http.StatusOK:
 		return false, nil
 	}
-	ae := &apiError{Status: resp.StatusCode}
-	var eb struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(data, &eb) == nil {
-		ae.Code = eb.Error.Code
-	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-		ae.RetryAfter = time.Duration(s) * time.Second
-	}
-	return false, ae
+	return false, decodeAPIError(resp, data)
 }
 
 // poll asks for the events after cursor, waiting up to timeout seconds.
@@ -277,4 +253,21 @@ func (c *client) metrics(ctx context.Context) (map[string]float64, error) {
 		return nil, err
 	}
 	return parseMetrics(string(data)), nil
+}
+
+// decodeAPIError reads a failed answer's status, error code and Retry-After.
+func decodeAPIError(resp *http.Response, data []byte) *apiError {
+	ae := &apiError{Status: resp.StatusCode}
+	var eb struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &eb) == nil {
+		ae.Code = eb.Error.Code
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		ae.RetryAfter = time.Duration(s) * time.Second
+	}
+	return ae
 }
