@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,24 +19,7 @@ import (
 // uploadBytes uploads data as a file message to to and returns the answer.
 func (c *client) uploadBytes(to *client, name string, data []byte) (*http.Response, []byte) {
 	c.t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	mw.WriteField("to", to.username)
-	fw, err := mw.CreateFormFile("file", name)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	fw.Write(data)
-	mw.Close()
-	req, err := http.NewRequest("POST", c.ts.url("/api/files"), &buf)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	return c.roundTrip(req)
+	return c.upload([][2]string{{"to", to.username}, {"file", ""}}, name, "application/octet-stream", data)
 }
 
 // openSQLiteForCheck opens a database file directly, as an operator would.
