@@ -128,10 +128,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) (deletedUser, e
 			return err
 		}
 		const held = `SELECT message_id FROM queue WHERE user_id = ?1 AND kind = 1`
-		if err := tx.queryRow(`SELECT count(*) FROM queue WHERE user_id = ?1 AND kind = 1`, u.ID).Scan(&d.Queued); err != nil {
-			return err
-		}
-		if d.Files, err = tx.releaseMessages(held, u.ID); err != nil {
+		if d.Queued, d.Files, err = tx.releaseMessages(held, u.ID); err != nil {
 			return err
 		}
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ?`, u.ID); err != nil {

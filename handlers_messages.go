@@ -84,7 +84,7 @@ func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, 
 		status = http.StatusCreated
 		a.metrics.messagesSent.Add(1)
 	}
-	writeJSON(w, status, map[string]any{"message": msg})
+	writeJSON(w, status, sendAnswer{Message: msg})
 	return nil
 }
 

@@ -24,8 +24,14 @@ type presenceState struct {
 	user   User
 	online bool
 	polls  int
-	// idle fires offlineGrace after the last poll ended (or after login).
-	idle *time.Timer
+	// offlineAt is when the grace period ends, zero while a poll is open.
+	// One timer per user serves every grace period: a poll cycle only
+	// moves offlineAt, and the timer, firing early, sleeps again for the
+	// rest. Re-arming a timer on every poll answer would cost more than
+	// the poll's own bookkeeping.
+	offlineAt    time.Time
+	idle         *time.Timer
+	timerPending bool
 }
 
 func newPresence(store *Store, grace time.Duration) *presence {
@@ -90,10 +96,7 @@ func (p *presence) PollStarted(u User) {
 	defer p.mu.Unlock()
 	st := p.stateLocked(u)
 	st.polls++
-	if st.idle != nil {
-		st.idle.Stop()
-		st.idle = nil
-	}
+	st.offlineAt = time.Time{}
 	p.setOnlineLocked(st, true)
 }
 
@@ -113,28 +116,40 @@ func (p *presence) PollEnded(u User) {
 }
 
 func (p *presence) armLocked(st *presenceState) {
-	if st.idle != nil {
-		st.idle.Stop()
+	st.offlineAt = time.Now().Add(p.grace)
+	if st.timerPending {
+		return // it will fire early and sleep again until offlineAt
 	}
-	var t *time.Timer
-	t = time.AfterFunc(p.grace, func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if st.idle != t || st.polls > 0 {
-			return // superseded by a newer timer or a poll
-		}
-		st.idle = nil
-		p.setOnlineLocked(st, false)
-		p.forgetIfIdleLocked(st)
-	})
-	st.idle = t
+	st.timerPending = true
+	if st.idle == nil {
+		st.idle = time.AfterFunc(p.grace, func() { p.graceTimerFired(st) })
+		return
+	}
+	st.idle.Reset(p.grace)
+}
+
+func (p *presence) graceTimerFired(st *presenceState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st.timerPending = false
+	if p.users[st.user.ID] != st || st.polls > 0 || st.offlineAt.IsZero() {
+		return // forgotten, or a poll is open again
+	}
+	if rest := time.Until(st.offlineAt); rest > 0 {
+		st.timerPending = true
+		st.idle.Reset(rest)
+		return
+	}
+	st.offlineAt = time.Time{}
+	p.setOnlineLocked(st, false)
+	p.forgetIfIdleLocked(st)
 }
 
 func (p *presence) forgetIfIdleLocked(st *presenceState) {
 	if !st.online && st.polls == 0 {
 		if st.idle != nil {
 			st.idle.Stop()
-			st.idle = nil
+			st.timerPending = false
 		}
 		delete(p.users, st.user.ID)
 	}

@@ -393,26 +393,20 @@ func (s *Store) EventsAfter(ctx context.Context, user, cursor int64, limit int) 
 // it for good, with any message (and file) no other queue still holds. It
 // returns how many message events went.
 func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err error) {
-	err = s.do(ctx, func(tx *writeTx) error {
+	// Lean: Clean refuses nothing, so any error is the storage's and fails
+	// the whole batch; a savepoint would only cost two more statements.
+	err = s.doLean(ctx, func(tx *writeTx) error {
 		c, err := tx.cursor(user)
 		if err != nil {
 			return err
 		}
-		// Acknowledge the messages (their count is the answer), release
-		// them, then delete every event up to upto: the acknowledged
-		// messages and the notices among them.
-		res, err := tx.exec(`UPDATE queue SET acked = 1 WHERE user_id = ? AND seq <= ? AND acked = 0 AND kind = 1`, user, upto)
-		if err != nil {
+		// Release the messages (their count is the answer), then delete
+		// every event up to upto: the messages and the notices among them.
+		// The acknowledgement and the deletion share one transaction, so
+		// no row is ever left acked.
+		const held = `SELECT message_id FROM queue WHERE user_id = ?1 AND seq <= ?2 AND kind = 1 AND acked = 0`
+		if removed, _, err = tx.releaseMessages(held, user, upto); err != nil {
 			return err
-		}
-		if removed, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		if removed > 0 {
-			const acked = `SELECT message_id FROM queue WHERE user_id = ?1 AND seq <= ?2 AND acked = 1`
-			if _, err := tx.releaseMessages(acked, user, upto); err != nil {
-				return err
-			}
 		}
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ? AND seq <= ?`, user, upto); err != nil {
 			return err
@@ -434,42 +428,44 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 // releaseMessages drops one reference from each message that the query held
 // selects (queue rows about to be deleted: each holds one reference), and
 // deletes the messages no queue holds any more, with their files; the bytes
-// are unlinked after the commit. It returns how many files went.
-func (tx *writeTx) releaseMessages(held string, args ...any) (files int, err error) {
-	if _, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+held+`)`, args...); err != nil {
-		return 0, err
-	}
-	rows, err := tx.query(`SELECT f.id, f.storage_name FROM messages m JOIN files f ON f.id = m.file_id
-		WHERE m.refs <= 0 AND m.id IN (`+held+`)`, args...)
+// are unlinked after the commit. It returns how many messages were released
+// and how many files went.
+func (tx *writeTx) releaseMessages(held string, args ...any) (released int64, files int, err error) {
+	res, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+held+`)`, args...)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	if released, err = res.RowsAffected(); err != nil || released == 0 {
+		return released, 0, err
+	}
+	rows, err := tx.query(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+held+`) RETURNING file_id`, args...)
+	if err != nil {
+		return 0, 0, err
 	}
 	var fileIDs []int64
-	var names []string
 	for rows.Next() {
-		var id int64
-		var name string
-		if err := rows.Scan(&id, &name); err != nil {
+		var id sql.NullInt64
+		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return 0, err
+			return 0, 0, err
 		}
-		fileIDs, names = append(fileIDs, id), append(names, name)
+		if id.Valid {
+			fileIDs = append(fileIDs, id.Int64)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	// Messages first: their rows reference the files.
-	if _, err := tx.exec(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+held+`)`, args...); err != nil {
-		return 0, err
-	}
+	// The messages went first: their rows referenced the files.
 	for _, id := range fileIDs {
-		if _, err := tx.exec(`DELETE FROM files WHERE id = ?`, id); err != nil {
-			return 0, err
+		var name string
+		if err := tx.queryRow(`DELETE FROM files WHERE id = ? RETURNING storage_name`, id).Scan(&name); err != nil {
+			return 0, 0, err
 		}
+		tx.fileGone = append(tx.fileGone, name)
 	}
-	tx.fileGone = append(tx.fileGone, names...)
-	return len(names), nil
+	return released, len(fileIDs), nil
 }
 
 // QueuedMessages counts uncleaned message events over all queues.
