@@ -147,8 +147,11 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 		}
 		sentAt := unixMilli(tx.now)
 		// The unique index on (sender_id, client_msg_id) decides a repeat:
-		// on conflict nothing is inserted and no row comes back.
-		err = tx.queryRow(`INSERT INTO messages
+		// on conflict nothing is inserted and no row comes back. OR FAIL
+		// (here and below) spares SQLite a statement journal, a copy of
+		// every page the statement touches: any failure fails the op, and
+		// its savepoint or the batch's rollback undoes it whole anyway.
+		err = tx.queryRow(`INSERT OR FAIL INTO messages
 			(sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2)
 			ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
@@ -161,7 +164,7 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 			return err
 		}
 		recipientSeq, senderSeq := tx.nextSeq(rc), tx.nextSeq(sc)
-		if _, err := tx.exec(`INSERT INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
+		if _, err := tx.exec(`INSERT OR FAIL INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
 			recipient.ID, recipientSeq, kindMessage, msg.ID, sentAt,
 			sender.ID, senderSeq, kindMessage, msg.ID, sentAt); err != nil {
 			return err
@@ -429,16 +432,10 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 // selects (queue rows about to be deleted: each holds one reference), and
 // deletes the messages no queue holds any more, with their files; the bytes
 // are unlinked after the commit. It returns how many messages were released
-// and how many files went.
+// and how many files went. Messages losing their last reference are deleted
+// first, so no row is written just before it goes.
 func (tx *writeTx) releaseMessages(held string, args ...any) (released int64, files int, err error) {
-	res, err := tx.exec(`UPDATE messages SET refs = refs - 1 WHERE id IN (`+held+`)`, args...)
-	if err != nil {
-		return 0, 0, err
-	}
-	if released, err = res.RowsAffected(); err != nil || released == 0 {
-		return released, 0, err
-	}
-	rows, err := tx.query(`DELETE FROM messages WHERE refs <= 0 AND id IN (`+held+`) RETURNING file_id`, args...)
+	rows, err := tx.query(`DELETE FROM messages WHERE refs <= 1 AND id IN (`+held+`) RETURNING file_id`, args...)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -449,6 +446,7 @@ func (tx *writeTx) releaseMessages(held string, args ...any) (released int64, fi
 			rows.Close()
 			return 0, 0, err
 		}
+		released++
 		if id.Valid {
 			fileIDs = append(fileIDs, id.Int64)
 		}
@@ -457,6 +455,15 @@ func (tx *writeTx) releaseMessages(held string, args ...any) (released int64, fi
 	if err := rows.Err(); err != nil {
 		return 0, 0, err
 	}
+	res, err := tx.exec(`UPDATE OR FAIL messages SET refs = refs - 1 WHERE id IN (`+held+`)`, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	kept, err := res.RowsAffected()
+	if err != nil {
+		return 0, 0, err
+	}
+	released += kept
 	// The messages went first: their rows referenced the files.
 	for _, id := range fileIDs {
 		var name string
