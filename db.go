@@ -109,6 +109,9 @@ type Store struct {
 	queued atomic.Int64
 	// tails answers caught-up polls from memory.
 	tails *tails
+	// ckpt checkpoints the WAL beside the writer (nil for admin commands,
+	// which leave checkpoints to the server).
+	ckpt *checkpointer
 }
 
 const maxOpsPerTx = 1000
@@ -194,6 +197,13 @@ func openStore(path string, maxQueue int, log *slog.Logger, shared bool) (*Store
 		return nil, err
 	}
 	s.queued.Store(queued)
+	if !shared {
+		if s.ckpt, err = newCheckpointer(path, s.log.Warn); err != nil {
+			s.write.Close()
+			s.read.Close()
+			return nil, err
+		}
+	}
 	// Only the server sweeps: an upload's file is written before its row
 	// commits, so to another process it could look orphaned.
 	if !shared {
@@ -260,6 +270,10 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.signalWriter()
 	<-s.stopped
+	var ckptErr error
+	if s.ckpt != nil {
+		ckptErr = s.ckpt.close()
+	}
 	// The server checkpoints; from an admin command TRUNCATE would wait
 	// for the server's readers.
 	if !s.shared {
@@ -267,7 +281,7 @@ func (s *Store) Close() error {
 			s.log.Warn("wal checkpoint failed", "err", err)
 		}
 	}
-	return errors.Join(s.read.Close(), s.write.Close())
+	return errors.Join(ckptErr, s.read.Close(), s.write.Close())
 }
 
 // Ping reports whether the database answers a read.
@@ -402,6 +416,13 @@ func (s *Store) runWriter() {
 		return
 	}
 	defer conn.Close()
+	if s.ckpt != nil {
+		if _, err := conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0"); err != nil {
+			s.log.Error("writer could not hand checkpoints to the checkpointer", "err", err)
+			s.failAllPending(err)
+			return
+		}
+	}
 	stmts := map[string]*sql.Stmt{}
 	cache := newWriterCache()
 	defer func() {
@@ -447,6 +468,11 @@ func (s *Store) failAllPending(err error) {
 
 // runBatch commits batch in one transaction and then tells every op its fate.
 func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*sql.Stmt, cache *writerCache, batch []*writeOp) {
+	if s.ckpt != nil {
+		if err := s.ckpt.catchUp(ctx, conn); err != nil {
+			s.log.Warn("wal checkpoint failed", "err", err)
+		}
+	}
 	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts, cache: cache}
 	commitErr := func() error {
 		if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
@@ -492,6 +518,9 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 			}
 		}
 	} else {
+		if s.ckpt != nil {
+			s.ckpt.committed()
+		}
 		s.queued.Add(tx.queuedDelta)
 		s.tails.apply(tx.tailChanges)
 		for _, f := range tx.after {

@@ -1,0 +1,108 @@
+package main
+
+// The WAL is checkpointed off the writer's path. SQLite's automatic
+// checkpoint runs inside the commit that crosses its threshold: that commit,
+// and every send waiting on it, would wait for a thousand pages to be copied
+// into the main file and for that file's fsync. Here a goroutine with its own
+// connection copies them while the writer goes on committing.
+//
+// A checkpoint that runs beside the writer never finds the WAL fully copied
+// (the writer has appended more meanwhile), and SQLite only rewinds the WAL
+// to its start once it is. So when the WAL has grown past walRewindFrames,
+// the writer itself checkpoints the little that is left before its next
+// transaction, and that transaction starts the WAL afresh: the file stays
+// bounded under a load that never pauses.
+
+import (
+	"context"
+	"database/sql"
+	"sync/atomic"
+)
+
+const (
+	// checkpointEveryCommits is how many commits the writer makes between
+	// two requests to the checkpointer.
+	checkpointEveryCommits = 32
+	// walRewindFrames is the WAL length (in 4 KiB pages) past which the
+	// writer catches up so the WAL can start again from the beginning.
+	walRewindFrames = 4096
+)
+
+type checkpointer struct {
+	db  *sql.DB
+	due chan struct{} // capacity 1: "commits since the last checkpoint"
+	// rewind asks the writer to finish the checkpoint itself.
+	rewind  atomic.Bool
+	stopped chan struct{}
+	commits int // writer goroutine only
+
+	rewindFrames int
+	log          func(msg string, args ...any)
+}
+
+func newCheckpointer(path string, warn func(msg string, args ...any)) (*checkpointer, error) {
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	c := &checkpointer{db: db, due: make(chan struct{}, 1), stopped: make(chan struct{}),
+		rewindFrames: walRewindFrames, log: warn}
+	go c.run()
+	return c, nil
+}
+
+func (c *checkpointer) run() {
+	defer close(c.stopped)
+	for range c.due {
+		frames, err := checkpointPassive(c.db.QueryRowContext)
+		if err != nil {
+			c.log("wal checkpoint failed", "err", err)
+			continue
+		}
+		if frames >= c.rewindFrames {
+			c.rewind.Store(true)
+		}
+	}
+}
+
+// committed is the writer's note of a commit.
+func (c *checkpointer) committed() {
+	c.commits++
+	if c.commits < checkpointEveryCommits {
+		return
+	}
+	select {
+	case c.due <- struct{}{}:
+		c.commits = 0
+	default: // one is running; it will see these commits' frames too
+	}
+}
+
+// catchUp runs on the writer's connection between transactions when the WAL
+// has grown long: it copies what the checkpointer has not yet, so the next
+// transaction rewinds the WAL.
+func (c *checkpointer) catchUp(ctx context.Context, conn *sql.Conn) error {
+	if !c.rewind.Swap(false) {
+		return nil
+	}
+	_, err := checkpointPassive(func(_ context.Context, q string, args ...any) *sql.Row {
+		return conn.QueryRowContext(ctx, q, args...)
+	})
+	return err
+}
+
+func (c *checkpointer) close() error {
+	close(c.due)
+	<-c.stopped
+	return c.db.Close()
+}
+
+// checkpointPassive copies what it can of the WAL into the main file without
+// waiting for anyone, and says how many frames the WAL holds.
+func checkpointPassive(queryRow func(ctx context.Context, q string, args ...any) *sql.Row) (frames int, err error) {
+	var busy, copied int
+	err = queryRow(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+	return frames, err
+}
