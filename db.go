@@ -338,6 +338,10 @@ type writerCache struct {
 	mayMessage  map[[2]int64]error // nil: friends, no block
 	cursors     map[int64]*cursorState
 	dataVersion int64
+	// lastMessageID is the highest message id handed out, 0 until read:
+	// sends name their ids, so their INSERT needs no RETURNING (which
+	// SQLite serves through a temporary table per statement).
+	lastMessageID int64
 }
 
 func newWriterCache() *writerCache {
@@ -350,6 +354,7 @@ func (c *writerCache) reset() {
 	c.users = map[string]User{}
 	c.mayMessage = map[[2]int64]error{}
 	c.cursors = map[int64]*cursorState{}
+	c.lastMessageID = 0
 }
 
 func pairKey(a, b int64) [2]int64 {

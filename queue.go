@@ -151,18 +151,25 @@ func (s *Store) SendMessage(ctx context.Context, sender User, to, body, clientMs
 		// (here and below) spares SQLite a statement journal, a copy of
 		// every page the statement touches: any failure fails the op, and
 		// its savepoint or the batch's rollback undoes it whole anyway.
-		err = tx.queryRow(`INSERT OR FAIL INTO messages
-			(sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2)
-			ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
-			RETURNING id`,
-			sender.ID, recipient.ID, sender.Username, recipient.Username, body, sentAt, cid, fileID).Scan(&msg.ID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return priorOr(errors.New("client_msg_id conflict but no prior message"))
-		}
+		id, err := tx.nextMessageID()
 		if err != nil {
 			return err
 		}
+		res, err := tx.exec(`INSERT OR FAIL INTO messages
+			(id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 2)
+			ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING`,
+			id, sender.ID, recipient.ID, sender.Username, recipient.Username, body, sentAt, cid, fileID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err != nil {
+				return err
+			}
+			return priorOr(errors.New("client_msg_id conflict but no prior message"))
+		}
+		tx.cache.lastMessageID, msg.ID = id, id
 		recipientSeq, senderSeq := tx.nextSeq(rc), tx.nextSeq(sc)
 		if _, err := tx.exec(`INSERT OR FAIL INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
 			recipient.ID, recipientSeq, kindMessage, msg.ID, sentAt,
@@ -426,6 +433,20 @@ func (s *Store) Clean(ctx context.Context, user, upto int64) (removed int64, err
 		return nil
 	})
 	return removed, err
+}
+
+// nextMessageID is the id the next message gets: after every id ever given,
+// as AUTOINCREMENT would choose (sqlite_sequence keeps the highest, even
+// once that message is gone).
+func (tx *writeTx) nextMessageID() (int64, error) {
+	if tx.cache.lastMessageID == 0 {
+		err := tx.queryRow(`SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+			coalesce((SELECT max(id) FROM messages), 0))`).Scan(&tx.cache.lastMessageID)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return tx.cache.lastMessageID + 1, nil
 }
 
 // releaseMessages drops one reference from each message that the query held
