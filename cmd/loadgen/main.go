@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type config struct {
 	spread      int
 	openRate    int
 	loginFirst  bool
+	cpuProfile  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -77,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.spread, "spread", 0, "source addresses 127.0.0.2.. to spread connections over (0: automatic)")
 	fs.IntVar(&cfg.openRate, "open-rate", 2000, "idle: polls opened per second")
 	fs.BoolVar(&cfg.loginFirst, "login-first", false, "users exist from earlier runs: log in first and sign up only after a 401 (one password hash less each)")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write this process's CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,7 +136,24 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var prof *os.File
+	if cfg.cpuProfile != "" {
+		prof, err = os.Create(cfg.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(prof)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen: cpu profile:", err)
+			os.Exit(2)
+		}
+	}
 	res := run(ctx, cfg, &logger{w: os.Stderr})
+	if prof != nil {
+		pprof.StopCPUProfile()
+		if err := prof.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen: cpu profile:", err)
+		}
+	}
 	if cfg.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
