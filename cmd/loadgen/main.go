@@ -289,7 +289,15 @@ func printTable(w io.Writer, r *result) {
 		if f.ServerCPUSeconds > 0 {
 			row("server CPU", "%.2fs, %.1f µs per delivered message", f.ServerCPUSeconds, f.ServerCPUMicrosPerMsg)
 		}
-		row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
+		if f.LoadgenMicrosPerMsg > 0 {
+			row("loadgen CPU", "%.2fs, %.1f µs per delivered message", f.LoadgenCPUSeconds, f.LoadgenMicrosPerMsg)
+		} else {
+			row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
+		}
+		if f.Delivered > 0 {
+			row("poll answers per delivered message", "%.2f (%d answers)", f.PollAnswersPerMsg, f.PollAnswers)
+			row("HTTP requests per delivered message", "%.2f (%d sends, polls and cleans)", f.RequestsPerMsg, f.Requests)
+		}
 		if f.RSSBefore > 0 {
 			row("server RSS before / after", "%s / %s", mib(f.RSSBefore), mib(f.RSSAfter))
 		}
