@@ -23,7 +23,7 @@ func decodePoll(data []byte, ans *pollAnswer, names map[string]string) error {
 	ans.Events = ans.Events[:0]
 	nmsg := 0
 	err := d.object(func(key []byte) error {
-		switch string(key) {
+		switch string(d.fold(key)) {
 		case "cursor":
 			n, err := d.int()
 			ans.Cursor = n
@@ -40,7 +40,7 @@ func decodePoll(data []byte, ans *pollAnswer, names map[string]string) error {
 					return nil
 				}
 				return d.object(func(key []byte) error {
-					switch string(key) {
+					switch string(d.fold(key)) {
 					case "seq":
 						n, err := d.int()
 						ev.Seq = n
@@ -83,7 +83,7 @@ func decodeRemoved(data []byte) (int64, error) {
 	d := jdec{b: data}
 	var n int64
 	err := d.object(func(key []byte) error {
-		if string(key) == "removed" {
+		if string(d.fold(key)) == "removed" {
 			var err error
 			n, err = d.int()
 			return err
@@ -96,7 +96,7 @@ func decodeRemoved(data []byte) (int64, error) {
 func (d *jdec) message(m *message) error {
 	return d.object(func(key []byte) error {
 		var err error
-		switch string(key) {
+		switch string(d.fold(key)) {
 		case "id":
 			m.ID, err = d.int()
 		case "from":
@@ -118,6 +118,40 @@ type jdec struct {
 	i       int
 	names   map[string]string
 	scratch []byte
+	folded  []byte
+}
+
+// fold returns key case-folded as encoding/json matches keys to fields
+// (bytes.EqualFold): ASCII letters in lower case, and the two non-ASCII
+// letters that fold to ASCII ones, U+017F (ſ) and U+212A (K), as s and k.
+func (d *jdec) fold(key []byte) []byte {
+	plain := true
+	for _, c := range key {
+		if c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return key
+	}
+	out := d.folded[:0]
+	for i := 0; i < len(key); {
+		r, size := utf8.DecodeRune(key[i:])
+		switch {
+		case 'A' <= r && r <= 'Z':
+			out = append(out, byte(r)+'a'-'A')
+		case r == '\u017f':
+			out = append(out, 's')
+		case r == '\u212a':
+			out = append(out, 'k')
+		default:
+			out = append(out, key[i:i+size]...)
+		}
+		i += size
+	}
+	d.folded = out
+	return out
 }
 
 func (d *jdec) errorf(format string, args ...any) error {
