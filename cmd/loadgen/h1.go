@@ -19,9 +19,11 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -98,10 +100,11 @@ type h1Conn struct {
 	mu      sync.Mutex // guards c against the abort of ctx
 	c       net.Conn
 	br      *bufio.Reader
-	dl      time.Time // the read/write deadline set on c
-	req     []byte    // the request being built
-	scratch []byte    // its body, being built
-	buf     []byte    // the last answer's body
+	dl      time.Time       // the read/write deadline set on c
+	req     []byte          // the request being built
+	scratch []byte          // its body, being built
+	buf     []byte          // the last answer's body
+	raw     syscall.RawConn // of c, when it has one (TCP)
 
 	reused bool // c has answered a request before
 }
@@ -165,7 +168,10 @@ func (c *h1Conn) connect() (net.Conn, error) {
 		nc.Close()
 		return nil, err
 	}
-	c.c, c.dl, c.reused = nc, time.Time{}, false
+	c.c, c.dl, c.reused, c.raw = nc, time.Time{}, false, nil
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(nc, 16<<10)
 	} else {
@@ -204,6 +210,65 @@ func (c *h1Conn) jsonBody(body func(b []byte) []byte) {
 // end ends a request without a body.
 func (c *h1Conn) end() { c.req = append(c.req, "\r\n"...) }
 
+// write writes c.req on nc and calls wrote (when not nil) once it is out.
+//
+// On a TCP connection it writes from inside a wait for the answer: the
+// runtime's read readiness is reset before the write, so the answer cannot
+// be missed, and the first read is tried only once the answer has come. A
+// plain Write followed by Read would try that read at once, while the
+// server is still working, and fail with EAGAIN: a system call per request
+// that this saves.
+func (c *h1Conn) write(nc net.Conn, wrote func()) error {
+	if c.raw == nil || c.br.Buffered() > 0 {
+		if _, err := nc.Write(c.req); err != nil {
+			return err
+		}
+		if wrote != nil {
+			wrote()
+		}
+		return nil
+	}
+	n, tried := 0, false
+	var werr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		if tried {
+			return true // readable: readAnswer reads
+		}
+		tried = true
+		for n < len(c.req) {
+			m, err := syscall.Write(int(fd), c.req[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return true // the rest below, by a blocking Write
+			}
+			n += m
+		}
+		if wrote != nil {
+			wrote()
+		}
+		return false // wait until the answer is there
+	})
+	switch {
+	case werr != nil:
+		return os.NewSyscallError("write", werr)
+	case err != nil:
+		return err
+	case n < len(c.req):
+		if _, err := nc.Write(c.req[n:]); err != nil {
+			return err
+		}
+		if wrote != nil {
+			wrote()
+		}
+	}
+	return nil
+}
+
 // errAnswerStarted marks a failure after the answer began: not to repeat.
 var errAnswerStarted = errors.New("answer started")
 
@@ -227,13 +292,10 @@ func (c *h1Conn) roundTrip(timeout time.Duration, wrote func()) (h1Answer, error
 			}
 		}
 		h1Requests.Add(1)
-		_, err = nc.Write(c.req)
+		err = c.write(nc, wrote)
 		var a h1Answer
 		var keep bool
 		if err == nil {
-			if wrote != nil {
-				wrote()
-			}
 			a, keep, err = c.readAnswer()
 		}
 		if err == nil {
