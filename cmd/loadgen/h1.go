@@ -173,7 +173,7 @@ func (c *h1Conn) connect() (net.Conn, error) {
 		c.raw, _ = sc.SyscallConn()
 	}
 	if c.br == nil {
-		c.br = bufio.NewReaderSize(nc, 16<<10)
+		c.br = bufio.NewReaderSize(nc, 4<<10) // larger bodies are read past it
 	} else {
 		c.br.Reset(nc)
 	}
@@ -345,8 +345,8 @@ func (c *h1Conn) readAnswer() (a h1Answer, keep bool, err error) {
 		}
 		http10 := line[7] == '0'
 		keep = !http10
-		st, err := strconv.Atoi(string(line[9:12]))
-		if err != nil || (len(line) > 12 && line[12] != ' ') {
+		st, ok := parseDigits(line[9:12])
+		if !ok || (len(line) > 12 && line[12] != ' ') {
 			return a, false, started(fmt.Errorf("malformed status line %q", line))
 		}
 		a.status = st
@@ -366,11 +366,11 @@ func (c *h1Conn) readAnswer() (a h1Answer, keep bool, err error) {
 			name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
 			switch {
 			case asciiEqualFold(name, "content-length"):
-				n, err := strconv.ParseInt(string(value), 10, 64)
-				if err != nil || n < 0 || (length >= 0 && n != length) {
+				n, ok := parseDigits(value)
+				if !ok || (length >= 0 && int64(n) != length) {
 					return a, false, started(fmt.Errorf("bad Content-Length %q", value))
 				}
-				length = n
+				length = int64(n)
 			case asciiEqualFold(name, "transfer-encoding"):
 				if !asciiEqualFold(value, "chunked") {
 					return a, false, started(fmt.Errorf("unsupported Transfer-Encoding %q", value))
@@ -474,6 +474,21 @@ func readChunked(br *bufio.Reader, body []byte) ([]byte, error) {
 			return body, err
 		}
 	}
+}
+
+// parseDigits parses a decimal number of 1 to 15 digits.
+func parseDigits(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 func asciiEqualFold(b []byte, lower string) bool {
