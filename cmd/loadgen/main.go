@@ -218,7 +218,7 @@ func (e *errCounter) add(what string, err error) {
 		key += ae.Code
 	} else if ae != nil {
 		key += fmt.Sprintf("%d %s", ae.Status, ae.Code)
-	} else if errors.Is(err, context.DeadlineExceeded) {
+	} else if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		key += "timeout"
 	} else {
 		key += "transport error"
