@@ -275,6 +275,16 @@ func (d *jdec) int() (int64, error) {
 	if d.i < len(d.b) && (d.b[d.i] == '.' || d.b[d.i] == 'e' || d.b[d.i] == 'E') {
 		return 0, d.errorf("want an integer, not a fraction")
 	}
+	if d.i-digits <= 18 { // cannot overflow
+		var n int64
+		for _, c := range d.b[digits:d.i] {
+			n = n*10 + int64(c-'0')
+		}
+		if start < digits {
+			n = -n
+		}
+		return n, nil
+	}
 	n, err := strconv.ParseInt(string(d.b[start:d.i]), 10, 64)
 	if err != nil {
 		return 0, d.errorf("%v", err)

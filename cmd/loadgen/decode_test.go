@@ -16,6 +16,9 @@ var pollSamples = []string{
 	`{"events":[{"seq":1,"type":"session_replaced","at":"x"}],"cursor":1,"extra":{"a":"\u0000"}}`,
 	`{"cursor":1,"events":[{"seq":1,"type":"message","message":{"body":"bad utf8 \xff\xfe é"}}]}`,
 	`{"cursor":1,"events":[{"seq":1,"type":"message","message":{"body":"bad \xc3 and escape \\n"}}]}`,
+	`{"cursor":-42,"events":[{"seq":999999999999999999,"type":"message","message":{"id":-0}}]}`,
+	`{"cursor":9223372036854775807,"events":[{"seq":-9223372036854775808}]}`,
+	`{"cursor":9223372036854775808}`,
 	// Not answers: both must refuse them.
 	`{"cursor":1.5,"events":[]}`,
 	`{"cursor":1,"events":[}`,
