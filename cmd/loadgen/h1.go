@@ -272,8 +272,9 @@ func (c *h1Conn) write(nc net.Conn, wrote func()) error {
 // errAnswerStarted marks a failure after the answer began: not to repeat.
 var errAnswerStarted = errors.New("answer started")
 
-// roundTrip writes c.req and reads the answer. timeout bounds the whole
-// exchange. wrote, when not nil, is called once the request is written. A
+// roundTrip writes c.req and reads the answer. The exchange fails after
+// timeout at the earliest (deadlines are renewed only now and then, so at
+// most half as much again). wrote, when not nil, is called once the request is written. A
 // request on a reused connection that the server had closed meanwhile is
 // written once more on a new one, as net/http does.
 func (c *h1Conn) roundTrip(timeout time.Duration, wrote func()) (h1Answer, error) {
