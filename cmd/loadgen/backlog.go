@@ -45,6 +45,10 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 		pairs[i] = [2]*user{s, recv}
 		streams[s.name] = newStream()
 	}
+	dialer, err := newH1Dialer(cfg.url, 1)
+	if err != nil {
+		return nil, err
+	}
 	if err := befriend(ctx, c, pairs, cfg.conc); err != nil {
 		return nil, err
 	}
@@ -74,10 +78,12 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			conn := newH1Conn(ctx, dialer)
+			defer conn.Close()
 			for k := 0; k < count && ctx.Err() == nil && time.Now().Before(deadline); k++ {
 				num := str.begin(time.Since(epoch))
 				sent.Add(1)
-				state := sendOne(ctx, c, s, recv.name, messageBody(res.Run, num), fmt.Sprintf("%s-%d-%d", res.Run, s.idx, num), deadline, errs)
+				state := sendOne(ctx, conn, s, recv.name, messageBody(res.Run, num), fmt.Sprintf("%s-%d-%d", res.Run, s.idx, num), deadline, errs)
 				str.finish(num, state)
 				if state == stateAccepted || state == stateRepeat {
 					accepted.Add(1)
@@ -107,12 +113,15 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 	lc := loadTokenCache(cfg.tokenCache)
 	lc.put(recv.name, token)
 	_ = lc.save()
+	pc := newH1Conn(ctx, dialer)
+	defer pc.Close()
+	var ans pollAnswer
 	var cursor int64
 	got := 0
 	var last time.Time
 	pageEnd := time.Now().Add(max(cfg.drain, 10*time.Second))
 	for got < out.Accepted && time.Now().Before(pageEnd) && ctx.Err() == nil {
-		ans, err := c.poll(ctx, token, cursor, 1, nil)
+		err := pc.poll(token, cursor, 1, nil, &ans, nil)
 		if err != nil {
 			errs.add("poll", err)
 			if statusOf(err) == 401 {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -118,7 +117,7 @@ func (c *client) do(ctx context.Context, method, path, token string, body, out a
 		return err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeAPIError(resp, data)
+		return decodeAPIError(resp.StatusCode, resp.Header.Get("Retry-After"), data)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -130,11 +129,10 @@ func (c *client) do(ctx context.Context, method, path, token string, body, out a
 
 // message is the message object of API.md.
 type message struct {
-	ID     int64  `json:"id"`
-	From   string `json:"from"`
-	To     string `json:"to"`
-	Body   string `json:"body"`
-	SentAt string `json:"sent_at"`
+	ID   int64  `json:"id"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Body string `json:"body"`
 }
 
 // event is one queue event; Message is set for type "message".
@@ -147,6 +145,8 @@ type event struct {
 type pollAnswer struct {
 	Cursor int64   `json:"cursor"`
 	Events []event `json:"events"`
+
+	msgs []*message // decodePoll reuses them
 }
 
 func (c *client) signup(ctx context.Context, username, password string) error {
@@ -178,50 +178,6 @@ func (c *client) friendRequest(ctx context.Context, token, to string) error {
 
 func (c *client) friendAccept(ctx context.Context, token, from string) error {
 	return c.do(ctx, "POST", "/api/friends/"+url.PathEscape(from)+"/accept", token, nil, nil)
-}
-
-// send posts a message; created is true for 201, false for 200 (a repeat of
-// a client_msg_id already stored).
-func (c *client) send(ctx context.Context, token, to, body, clientMsgID string) (created bool, err error) {
-	req := map[string]string{"to": to, "body": body, "client_msg_id": clientMsgID}
-	b, _ := json.Marshal(req)
-	hr, err := http.NewRequestWithContext(ctx, "POST", c.base+"/api/messages", bytes.NewReader(b))
-	if err != nil {
-		return false, err
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.hc.Do(hr)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return false, err
-	}
-	switch resp.StatusCode {
-	case http.StatusCreated:
-		return true, nil
-	case http.StatusOK:
-		return false, nil
-	}
-	return false, decodeAPIError(resp, data)
-}
-
-// poll asks for the events after cursor, waiting up to timeout seconds.
-// wrote, when not nil, is called once the request is on the wire: the idle
-// scenario counts held polls with it.
-func (c *client) poll(ctx context.Context, token string, cursor int64, timeout int, wrote func()) (pollAnswer, error) {
-	var out pollAnswer
-	if wrote != nil {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			WroteRequest: func(httptrace.WroteRequestInfo) { wrote() },
-		})
-	}
-	path := "/api/poll?cursor=" + strconv.FormatInt(cursor, 10) + "&timeout=" + strconv.Itoa(timeout)
-	err := c.do(ctx, "GET", path, token, nil, &out)
-	return out, err
 }
 
 // clean acknowledges every message event with seq <= upto; it returns how
@@ -256,8 +212,8 @@ func (c *client) metrics(ctx context.Context) (map[string]float64, error) {
 }
 
 // decodeAPIError reads a failed answer's status, error code and Retry-After.
-func decodeAPIError(resp *http.Response, data []byte) *apiError {
-	ae := &apiError{Status: resp.StatusCode}
+func decodeAPIError(status int, retryAfter string, data []byte) *apiError {
+	ae := &apiError{Status: status}
 	var eb struct {
 		Error struct {
 			Code string `json:"code"`
@@ -266,7 +222,7 @@ func decodeAPIError(resp *http.Response, data []byte) *apiError {
 	if json.Unmarshal(data, &eb) == nil {
 		ae.Code = eb.Error.Code
 	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+	if s, err := strconv.Atoi(retryAfter); err == nil {
 		ae.RetryAfter = time.Duration(s) * time.Second
 	}
 	return ae

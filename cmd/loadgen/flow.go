@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,25 +34,16 @@ type flowResult struct {
 	ServerCPUSeconds      float64      `json:"server_cpu_seconds,omitempty"`
 	ServerCPUMicrosPerMsg float64      `json:"server_cpu_us_per_delivered,omitempty"`
 	LoadgenCPUSeconds     float64      `json:"loadgen_cpu_seconds"` // this process, same window: it shares the machine
+	LoadgenMicrosPerMsg   float64      `json:"loadgen_cpu_us_per_delivered,omitempty"`
+	PollAnswers           int64        `json:"poll_answers"`  // same window, empty ones too
+	Requests              int64        `json:"http_requests"` // same window: sends (and their retries), polls, cleans
+	PollAnswersPerMsg     float64      `json:"poll_answers_per_delivered,omitempty"`
+	RequestsPerMsg        float64      `json:"http_requests_per_delivered,omitempty"`
 	RSSBefore             int64        `json:"server_rss_before,omitempty"`
 	RSSAfter              int64        `json:"server_rss_after,omitempty"`
 	Recipient             verdict      `json:"recipient"`
 	SenderCopy            verdict      `json:"sender_copy"`
 }
-
-// samples collects durations from many goroutines.
-type samples struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (s *samples) add(d time.Duration) {
-	s.mu.Lock()
-	s.d = append(s.d, d)
-	s.mu.Unlock()
-}
-
-func streamKey(from, to string) string { return from + "\x00" + to }
 
 // runFlow runs throughput (each sender sends its next message as soon as
 // the previous one is answered) or paced (cfg.rate msgs/s in all, spread
@@ -70,16 +63,21 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if err != nil {
 		return nil, err
 	}
+	// Each user u sends to its partner only: streams[u.idx] is that stream.
 	pairs := make([][2]*user, cfg.pairs)
 	partner := make([]*user, n)
-	streams := make(map[string]*stream, n)
+	streams := make([]*stream, n)
+	index := make(map[string]int, n) // username → idx
 	for i := range pairs {
 		a, b := users[2*i], users[2*i+1]
 		pairs[i] = [2]*user{a, b}
 		partner[a.idx], partner[b.idx] = b, a
-		streams[streamKey(a.name, b.name)] = newStream()
-		streams[streamKey(b.name, a.name)] = newStream()
 	}
+	for _, u := range users {
+		streams[u.idx] = newStream()
+		index[u.name] = u.idx
+	}
+	interned := internTable(users)
 	if err := befriend(ctx, setupC, pairs, cfg.conc); err != nil {
 		return nil, err
 	}
@@ -92,15 +90,16 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if cfg.scenario == "paced" {
 		out.Rate = cfg.rate
 	}
-	spread := max(cfg.spread, 1)
-	pollTr, sendTr := newTransport(n, spread), newTransport(n, spread)
-	defer pollTr.CloseIdleConnections()
-	defer sendTr.CloseIdleConnections()
-	pollC, sendC := newClient(cfg.url, pollTr), newClient(cfg.url, sendTr)
+	dialer, err := newH1Dialer(cfg.url, max(cfg.spread, 1))
+	if err != nil {
+		return nil, err
+	}
 
 	// Open one long poll per user and wait until all are on the wire.
 	epoch := time.Now()
-	var lat, rtt samples
+	// Latencies by recipient (appended by its poller only) and send round
+	// trips by sender (appended by its sender only).
+	lat, rtt := make([][]time.Duration, n), make([][]time.Duration, n)
 	var delivered atomic.Int64
 	var lastDelivery atomic.Int64 // since epoch
 	onEvents := func(u *user, evs []event, at time.Time) {
@@ -113,11 +112,12 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 			if !ok || run != res.Run {
 				continue
 			}
-			s := streams[streamKey(m.From, m.To)]
-			if s == nil {
+			i, known := index[m.From]
+			if !known || partner[i].name != m.To {
 				errs.add("poll", &apiError{Code: "message of an unknown pair"})
 				continue
 			}
+			s := streams[i]
 			v := viewRecipient
 			if m.To != u.name {
 				v = viewSender
@@ -125,7 +125,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 			start, first := s.deliver(v, num)
 			if v == viewRecipient && first {
 				since := at.Sub(epoch)
-				lat.add(since - start)
+				lat[u.idx] = append(lat[u.idx], since-start)
 				delivered.Add(1)
 				lastDelivery.Store(int64(since))
 			}
@@ -135,7 +135,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	pollCtx, stopPolls := context.WithCancel(ctx)
 	var pollWG sync.WaitGroup
 	for _, u := range users {
-		p := &poller{c: pollC, u: u, timeout: cfg.pollTimeout, errs: errs, onEvents: onEvents, held: &held, cleanEvery: cfg.cleanEvery}
+		p := &poller{d: dialer, u: u, timeout: cfg.pollTimeout, errs: errs, names: interned, onEvents: onEvents, held: &held, cleanEvery: cfg.cleanEvery}
 		pollWG.Add(1)
 		go func() { defer pollWG.Done(); p.loop(pollCtx) }()
 	}
@@ -150,6 +150,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 
 	var cpu0 time.Duration
 	self0, _ := procstat.CPUTime(os.Getpid())
+	req0, ans0 := h1Requests.Load(), pollAnswers.Load()
 	if cfg.pid > 0 {
 		out.RSSBefore, _ = procstat.RSS(cfg.pid)
 		cpu0, _ = procstat.CPUTime(cfg.pid)
@@ -166,8 +167,9 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	})
 	var sendWG sync.WaitGroup
 	for _, u := range users {
-		s := streams[streamKey(u.name, partner[u.idx].name)]
+		s := streams[u.idx]
 		to := partner[u.idx].name
+		cmidPrefix := res.Run + "-" + strconv.Itoa(u.idx) + "-"
 		var interval time.Duration
 		next := time.Now()
 		if cfg.scenario == "paced" {
@@ -177,6 +179,8 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 		sendWG.Add(1)
 		go func() {
 			defer sendWG.Done()
+			conn := newH1Conn(ctx, dialer)
+			defer conn.Close()
 			for {
 				if interval > 0 {
 					if now := time.Now(); next.After(now) {
@@ -194,12 +198,12 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 				start := time.Since(epoch)
 				num := s.begin(start)
 				sent.Add(1)
-				state := sendOne(ctx, sendC, u, to, messageBody(res.Run, num), fmt.Sprintf("%s-%d-%d", res.Run, u.idx, num), deadline, errs)
+				state := sendOne(ctx, conn, u, to, messageBody(res.Run, num), cmidPrefix+strconv.Itoa(num), deadline, errs)
 				s.finish(num, state)
 				switch state {
 				case stateAccepted:
 					created.Add(1)
-					rtt.add(time.Since(epoch) - start)
+					rtt[u.idx] = append(rtt[u.idx], time.Since(epoch)-start)
 				case stateRepeat:
 					repeats.Add(1)
 				case stateRejected:
@@ -230,6 +234,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if self1, err := procstat.CPUTime(os.Getpid()); err == nil {
 		out.LoadgenCPUSeconds = (self1 - self0).Seconds()
 	}
+	out.Requests, out.PollAnswers = h1Requests.Load()-req0, pollAnswers.Load()-ans0
 	if cfg.pid > 0 {
 		cpu1, err := procstat.CPUTime(cfg.pid)
 		if err == nil {
@@ -249,10 +254,15 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if last := time.Duration(lastDelivery.Load()); last > sendStart {
 		out.DeliveredPerSec = float64(out.Delivered) / (last - sendStart).Seconds()
 	}
-	out.Latency = summarize(lat.d)
-	out.SendRTT = summarize(rtt.d)
-	if out.Delivered > 0 && out.ServerCPUSeconds > 0 {
-		out.ServerCPUMicrosPerMsg = out.ServerCPUSeconds * 1e6 / float64(out.Delivered)
+	out.Latency = summarize(slices.Concat(lat...))
+	out.SendRTT = summarize(slices.Concat(rtt...))
+	if out.Delivered > 0 {
+		if out.ServerCPUSeconds > 0 {
+			out.ServerCPUMicrosPerMsg = out.ServerCPUSeconds * 1e6 / float64(out.Delivered)
+		}
+		out.LoadgenMicrosPerMsg = out.LoadgenCPUSeconds * 1e6 / float64(out.Delivered)
+		out.PollAnswersPerMsg = float64(out.PollAnswers) / float64(out.Delivered)
+		out.RequestsPerMsg = float64(out.Requests) / float64(out.Delivered)
 	}
 	for _, s := range streams {
 		out.Recipient.add(s.check(viewRecipient))
@@ -274,14 +284,26 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	return out, nil
 }
 
+// internTable maps the users' names and the event types to themselves, so
+// decodePoll allocates no string for them.
+func internTable(users []*user) map[string]string {
+	m := make(map[string]string, len(users)+8)
+	for _, u := range users {
+		m[u.name] = u.name
+	}
+	for _, t := range []string{"message", "session_replaced", "presence", "friend_request", "friend_accepted", "friend_removed"} {
+		m[t] = t
+	}
+	return m
+}
+
 // sendOne sends one message, repeating it with the same client_msg_id after
 // a transport error or a 5xx (the server stores it at most once). It returns
 // the message's state. After a 429 it waits as asked, but not past deadline.
-func sendOne(ctx context.Context, c *client, u *user, to, body, cmid string, deadline time.Time, errs *errCounter) uint8 {
+func sendOne(ctx context.Context, c *h1Conn, u *user, to, body, cmid string, deadline time.Time, errs *errCounter) uint8 {
 	for attempt := 0; ; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		created, err := c.send(rctx, u.token, to, body, cmid)
-		cancel()
+		created, err := c.send(u.token, to, body, cmid) // within requestTimeout
+
 		switch {
 		case err == nil && created:
 			return stateAccepted

@@ -88,9 +88,10 @@ func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if out.Spread == 0 {
 		out.Spread = cfg.users/10000 + 1
 	}
-	pollTr := newTransport(cfg.users, out.Spread)
-	defer pollTr.CloseIdleConnections()
-	pollC := newClient(cfg.url, pollTr)
+	dialer, err := newH1Dialer(cfg.url, out.Spread)
+	if err != nil {
+		return nil, err
+	}
 	var held atomic.Int64
 	pollCtx, stopPolls := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -101,7 +102,7 @@ func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	})
 	gap := time.Second / time.Duration(max(cfg.openRate, 1))
 	for i, u := range users {
-		p := &poller{c: pollC, u: u, timeout: cfg.pollTimeout, errs: errs, held: &held, cleanEvery: -1}
+		p := &poller{d: dialer, u: u, timeout: cfg.pollTimeout, errs: errs, held: &held, cleanEvery: -1}
 		wg.Add(1)
 		go func() { defer wg.Done(); p.loop(pollCtx) }()
 		if !sleep(ctx, time.Until(t0.Add(time.Duration(i+1)*gap))) {

@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +52,7 @@ type config struct {
 	spread      int
 	openRate    int
 	loginFirst  bool
+	cpuProfile  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -77,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.spread, "spread", 0, "source addresses 127.0.0.2.. to spread connections over (0: automatic)")
 	fs.IntVar(&cfg.openRate, "open-rate", 2000, "idle: polls opened per second")
 	fs.BoolVar(&cfg.loginFirst, "login-first", false, "users exist from earlier runs: log in first and sign up only after a 401 (one password hash less each)")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write this process's CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -131,9 +135,31 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(2)
 	}
+	if os.Getenv("GOGC") == "" {
+		// A tool with a small, steady heap: collect less often than the
+		// default; GOGC still decides when set.
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var prof *os.File
+	if cfg.cpuProfile != "" {
+		prof, err = os.Create(cfg.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(prof)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen: cpu profile:", err)
+			os.Exit(2)
+		}
+	}
 	res := run(ctx, cfg, &logger{w: os.Stderr})
+	if prof != nil {
+		pprof.StopCPUProfile()
+		if err := prof.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen: cpu profile:", err)
+		}
+	}
 	if cfg.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -192,7 +218,7 @@ func (e *errCounter) add(what string, err error) {
 		key += ae.Code
 	} else if ae != nil {
 		key += fmt.Sprintf("%d %s", ae.Status, ae.Code)
-	} else if errors.Is(err, context.DeadlineExceeded) {
+	} else if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		key += "timeout"
 	} else {
 		key += "transport error"
@@ -269,7 +295,15 @@ func printTable(w io.Writer, r *result) {
 		if f.ServerCPUSeconds > 0 {
 			row("server CPU", "%.2fs, %.1f µs per delivered message", f.ServerCPUSeconds, f.ServerCPUMicrosPerMsg)
 		}
-		row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
+		if f.LoadgenMicrosPerMsg > 0 {
+			row("loadgen CPU", "%.2fs, %.1f µs per delivered message", f.LoadgenCPUSeconds, f.LoadgenMicrosPerMsg)
+		} else {
+			row("loadgen CPU", "%.2fs", f.LoadgenCPUSeconds)
+		}
+		if f.Delivered > 0 {
+			row("poll answers per delivered message", "%.2f (%d answers)", f.PollAnswersPerMsg, f.PollAnswers)
+			row("HTTP requests per delivered message", "%.2f (%d sends, polls and cleans)", f.RequestsPerMsg, f.Requests)
+		}
 		if f.RSSBefore > 0 {
 			row("server RSS before / after", "%s / %s", mib(f.RSSBefore), mib(f.RSSAfter))
 		}

@@ -2,21 +2,28 @@ package main
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// pollAnswers counts the poll answers of every poller (empty ones too).
+var pollAnswers atomic.Int64
+
 // poller is one user's long-poll loop: it polls, hands each answer's events
 // to onEvents, moves its cursor on and polls again, until its context ends or
-// the session is replaced.
+// the session is replaced. It holds one connection for its polls and, when
+// it cleans, one for its cleans.
 type poller struct {
-	c       *client
+	d       *h1Dialer
 	u       *user
 	cursor  int64
 	timeout int // seconds, the poll's timeout parameter
 	errs    *errCounter
+	names   map[string]string // interned strings for decodePoll (read only)
 
-	// onEvents, when not nil, gets each non-empty answer and when it arrived.
+	// onEvents, when not nil, gets each non-empty answer and when it arrived;
+	// the events are valid until it returns.
 	onEvents func(u *user, evs []event, at time.Time)
 	// held counts polls on the wire and not yet answered, when not nil.
 	held *atomic.Int64
@@ -26,6 +33,16 @@ type poller struct {
 }
 
 func (p *poller) loop(ctx context.Context) {
+	conn := newH1Conn(ctx, p.d)
+	defer conn.Close()
+	var cleaner *h1Conn
+	var cleanWG sync.WaitGroup
+	defer func() {
+		cleanWG.Wait()
+		if cleaner != nil {
+			cleaner.Close()
+		}
+	}()
 	var lastClean time.Time
 	var dirty bool
 	var cleaning atomic.Bool
@@ -38,8 +55,9 @@ func (p *poller) loop(ctx context.Context) {
 			}
 		}
 	}
+	var ans pollAnswer
 	for ctx.Err() == nil {
-		ans, err := p.c.poll(ctx, p.u.token, p.cursor, p.timeout, wrote)
+		err := conn.poll(p.u.token, p.cursor, p.timeout, wrote, &ans, p.names)
 		if p.held != nil && onWire.CompareAndSwap(true, false) {
 			p.held.Add(-1)
 		}
@@ -54,6 +72,7 @@ func (p *poller) loop(ctx context.Context) {
 			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
+		pollAnswers.Add(1)
 		at := time.Now()
 		for _, ev := range ans.Events {
 			if ev.Type == "message" {
@@ -73,9 +92,14 @@ func (p *poller) loop(ctx context.Context) {
 		if dirty && p.cleanEvery >= 0 && at.Sub(lastClean) >= p.cleanEvery && cleaning.CompareAndSwap(false, true) {
 			lastClean, dirty = at, false
 			upto := p.cursor
+			if cleaner == nil {
+				cleaner = newH1Conn(ctx, p.d)
+			}
+			cleanWG.Add(1)
 			go func() {
+				defer cleanWG.Done()
 				defer cleaning.Store(false)
-				if _, err := p.c.clean(ctx, p.u.token, upto); err != nil && ctx.Err() == nil {
+				if _, err := cleaner.clean(p.u.token, upto); err != nil && ctx.Err() == nil {
 					p.errs.add("clean", err)
 				}
 			}()

@@ -190,6 +190,15 @@ func messageBody(run string, n int) string {
 
 // parseBody returns the run and number of a body made by messageBody.
 func parseBody(body string) (run string, n int, ok bool) {
+	// Fast path, without allocating: "lg RUN N", RUN alphanumeric and N
+	// digits; anything else is split as before.
+	if rest, found := strings.CutPrefix(body, "lg "); found {
+		if sp := strings.IndexByte(rest, ' '); sp > 0 && isAlnum(rest[:sp]) {
+			if n, err := strconv.Atoi(rest[sp+1:]); err == nil && isDigits(rest[sp+1:]) {
+				return rest[:sp], n, true
+			}
+		}
+	}
 	f := strings.Fields(body)
 	if len(f) != 3 || f[0] != "lg" {
 		return "", 0, false
@@ -199,6 +208,24 @@ func parseBody(body string) (run string, n int, ok bool) {
 		return "", 0, false
 	}
 	return f[1], n, true
+}
+
+func isAlnum(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // latencyStats summarises latencies in milliseconds.
