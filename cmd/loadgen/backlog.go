@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"webim/internal/h1"
 )
 
 // backlogResult is the outcome of the backlog scenario.
@@ -45,7 +47,7 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 		pairs[i] = [2]*user{s, recv}
 		streams[s.name] = newStream()
 	}
-	dialer, err := newH1Dialer(cfg.url, 1)
+	dialer, err := h1.NewDialer(cfg.url, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +80,7 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn := newH1Conn(ctx, dialer)
+			conn := h1.NewConn(ctx, dialer)
 			defer conn.Close()
 			for k := 0; k < count && ctx.Err() == nil && time.Now().Before(deadline); k++ {
 				num := str.begin(time.Since(epoch))
@@ -113,7 +115,7 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 	lc := loadTokenCache(cfg.tokenCache)
 	lc.put(recv.name, token)
 	_ = lc.save()
-	pc := newH1Conn(ctx, dialer)
+	pc := h1.NewConn(ctx, dialer)
 	defer pc.Close()
 	var ans pollAnswer
 	var cursor int64
@@ -121,7 +123,7 @@ func runBacklog(ctx context.Context, cfg *config, res *result, errs *errCounter,
 	var last time.Time
 	pageEnd := time.Now().Add(max(cfg.drain, 10*time.Second))
 	for got < out.Accepted && time.Now().Before(pageEnd) && ctx.Err() == nil {
-		err := pc.poll(token, cursor, 1, nil, &ans, nil)
+		err := poll(pc, token, cursor, 1, nil, &ans, nil)
 		if err != nil {
 			errs.add("poll", err)
 			if statusOf(err) == 401 {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"webim/internal/h1"
 	"webim/internal/procstat"
 )
 
@@ -90,7 +91,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if cfg.scenario == "paced" {
 		out.Rate = cfg.rate
 	}
-	dialer, err := newH1Dialer(cfg.url, max(cfg.spread, 1))
+	dialer, err := h1.NewDialer(cfg.url, max(cfg.spread, 1))
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 
 	var cpu0 time.Duration
 	self0, _ := procstat.CPUTime(os.Getpid())
-	req0, ans0 := h1Requests.Load(), pollAnswers.Load()
+	req0, ans0 := dialer.Requests(), pollAnswers.Load()
 	if cfg.pid > 0 {
 		out.RSSBefore, _ = procstat.RSS(cfg.pid)
 		cpu0, _ = procstat.CPUTime(cfg.pid)
@@ -179,7 +180,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 		sendWG.Add(1)
 		go func() {
 			defer sendWG.Done()
-			conn := newH1Conn(ctx, dialer)
+			conn := h1.NewConn(ctx, dialer)
 			defer conn.Close()
 			for {
 				if interval > 0 {
@@ -234,7 +235,7 @@ func runFlow(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if self1, err := procstat.CPUTime(os.Getpid()); err == nil {
 		out.LoadgenCPUSeconds = (self1 - self0).Seconds()
 	}
-	out.Requests, out.PollAnswers = h1Requests.Load()-req0, pollAnswers.Load()-ans0
+	out.Requests, out.PollAnswers = dialer.Requests()-req0, pollAnswers.Load()-ans0
 	if cfg.pid > 0 {
 		cpu1, err := procstat.CPUTime(cfg.pid)
 		if err == nil {
@@ -300,9 +301,9 @@ func internTable(users []*user) map[string]string {
 // sendOne sends one message, repeating it with the same client_msg_id after
 // a transport error or a 5xx (the server stores it at most once). It returns
 // the message's state. After a 429 it waits as asked, but not past deadline.
-func sendOne(ctx context.Context, c *h1Conn, u *user, to, body, cmid string, deadline time.Time, errs *errCounter) uint8 {
+func sendOne(ctx context.Context, c *h1.Conn, u *user, to, body, cmid string, deadline time.Time, errs *errCounter) uint8 {
 	for attempt := 0; ; attempt++ {
-		created, err := c.send(u.token, to, body, cmid) // within requestTimeout
+		created, err := send(c, u.token, to, body, cmid) // within requestTimeout
 
 		switch {
 		case err == nil && created:

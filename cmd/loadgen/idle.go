@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"webim/internal/h1"
 	"webim/internal/procstat"
 )
 
@@ -88,7 +89,7 @@ func runIdle(ctx context.Context, cfg *config, res *result, errs *errCounter, lg
 	if out.Spread == 0 {
 		out.Spread = cfg.users/10000 + 1
 	}
-	dialer, err := newH1Dialer(cfg.url, out.Spread)
+	dialer, err := h1.NewDialer(cfg.url, out.Spread)
 	if err != nil {
 		return nil, err
 	}

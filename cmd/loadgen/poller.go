@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"webim/internal/h1"
 )
 
 // pollAnswers counts the poll answers of every poller (empty ones too).
@@ -15,7 +17,7 @@ var pollAnswers atomic.Int64
 // the session is replaced. It holds one connection for its polls and, when
 // it cleans, one for its cleans.
 type poller struct {
-	d       *h1Dialer
+	d       *h1.Dialer
 	u       *user
 	cursor  int64
 	timeout int // seconds, the poll's timeout parameter
@@ -33,9 +35,9 @@ type poller struct {
 }
 
 func (p *poller) loop(ctx context.Context) {
-	conn := newH1Conn(ctx, p.d)
+	conn := h1.NewConn(ctx, p.d)
 	defer conn.Close()
-	var cleaner *h1Conn
+	var cleaner *h1.Conn
 	var cleanWG sync.WaitGroup
 	defer func() {
 		cleanWG.Wait()
@@ -57,7 +59,7 @@ func (p *poller) loop(ctx context.Context) {
 	}
 	var ans pollAnswer
 	for ctx.Err() == nil {
-		err := conn.poll(p.u.token, p.cursor, p.timeout, wrote, &ans, p.names)
+		err := poll(conn, p.u.token, p.cursor, p.timeout, wrote, &ans, p.names)
 		if p.held != nil && onWire.CompareAndSwap(true, false) {
 			p.held.Add(-1)
 		}
@@ -93,13 +95,13 @@ func (p *poller) loop(ctx context.Context) {
 			lastClean, dirty = at, false
 			upto := p.cursor
 			if cleaner == nil {
-				cleaner = newH1Conn(ctx, p.d)
+				cleaner = h1.NewConn(ctx, p.d)
 			}
 			cleanWG.Add(1)
 			go func() {
 				defer cleanWG.Done()
 				defer cleaning.Store(false)
-				if _, err := cleaner.clean(p.u.token, upto); err != nil && ctx.Err() == nil {
+				if _, err := clean(cleaner, p.u.token, upto); err != nil && ctx.Err() == nil {
 					p.errs.add("clean", err)
 				}
 			}()
