@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"webim/internal/h1"
 	"webim/internal/procstat"
 )
 
@@ -113,29 +113,29 @@ func (c *child) stop() {
 	}
 }
 
-func (c *child) stats(ctx context.Context, hc *http.Client) (held, goroutines int64, err error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/stats", nil)
-	resp, err := hc.Do(req)
+// stats asks the child how many requests it holds and how many goroutines
+// it runs, on sc (a connection to it).
+func (c *child) stats(sc *h1.Conn) (held, goroutines int64, err error) {
+	sc.Start("GET", "/stats", nil)
+	sc.Finish("", nil)
+	a, err := sc.RoundTrip(10*time.Second, nil)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
+	if a.Status != http.StatusOK {
+		return 0, 0, fmt.Errorf("GET /stats: status %d", a.Status)
+	}
 	var s struct{ Held, Goroutines int64 }
-	err = json.NewDecoder(resp.Body).Decode(&s)
+	err = json.Unmarshal(a.Body, &s)
 	return s.Held, s.Goroutines, err
 }
 
-// newTransport is the load generator's HTTP client transport (see
-// cmd/loadgen): keep-alive HTTP/1.1, no compression, sized for conns.
-func newTransport(conns int) *http.Transport {
-	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        conns + 16,
-		MaxIdleConnsPerHost: conns + 16,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-}
+// sendBody and sendToken are the size of a load generator's send: its JSON
+// body and its session token (32 random bytes, base64url).
+const (
+	sendBody  = `{"to":"lg-p00001","body":"lg 0123abcd 12345","client_msg_id":"0123abcd-17-12345"}`
+	sendToken = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+)
 
 // httpResult is the bare handler's rate under conc closed-loop clients.
 type httpResult struct {
@@ -147,36 +147,40 @@ type httpResult struct {
 	ServerCPUMicrosPerReq float64 `json:"server_cpu_us_per_req"`
 }
 
-// measureHTTP drives POST /ok of a bare child server with conc clients, each
-// sending its next request when the last is answered, for d.
+// measureHTTP drives POST /ok of a bare child server with conc clients for
+// d. Each client is the load generator's (internal/h1) on its own
+// keep-alive connection, and sends its next request, a send's body with a
+// bearer token, when the last is answered.
 func measureHTTP(ctx context.Context, conc int, d time.Duration) (*httpResult, error) {
 	ch, err := startChild()
 	if err != nil {
 		return nil, err
 	}
 	defer ch.stop()
-	tr := newTransport(conc)
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	body := []byte(`{"to":"someone-else","body":"lg 0123abcd 12345","client_msg_id":"0123abcd-17-12345"}`)
-	post := func() error {
-		req, _ := http.NewRequestWithContext(ctx, "POST", ch.base+"/ok", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer 0123456789abcdef0123456789abcdef0123456789abcdef")
-		resp, err := hc.Do(req)
+	dialer, err := h1.NewDialer(ch.base, 1)
+	if err != nil {
+		return nil, err
+	}
+	conns := make([]*h1.Conn, conc)
+	for i := range conns {
+		conns[i] = h1.NewConn(ctx, dialer)
+		defer conns[i].Close()
+	}
+	post := func(c *h1.Conn) error {
+		c.Start("POST", "/ok", nil)
+		c.Finish(sendToken, func(b []byte) []byte { return append(b, sendBody...) })
+		a, err := c.RoundTrip(30*time.Second, nil)
 		if err != nil {
 			return err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("status %d", resp.StatusCode)
+		if a.Status != http.StatusCreated {
+			return fmt.Errorf("status %d", a.Status)
 		}
 		return nil
 	}
 	// Warm up: open the connections.
-	for i := 0; i < conc; i++ {
-		if err := post(); err != nil {
+	for _, c := range conns {
+		if err := post(c); err != nil {
 			return nil, err
 		}
 	}
@@ -187,14 +191,14 @@ func measureHTTP(ctx context.Context, conc int, d time.Duration) (*httpResult, e
 	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
-	for i := 0; i < conc; i++ {
+	for _, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
 			for time.Now().Before(end) && ctx.Err() == nil {
 				t := time.Now()
-				if err := post(); err != nil {
+				if err := post(c); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -246,11 +250,14 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 		return nil, err
 	}
 	defer ch.stop()
-	statTr := newTransport(1)
-	defer statTr.CloseIdleConnections()
-	statC := &http.Client{Transport: statTr}
+	dialer, err := h1.NewDialer(ch.base, 1)
+	if err != nil {
+		return nil, err
+	}
+	statC := h1.NewConn(ctx, dialer)
+	defer statC.Close()
 	// Warm up the server on the stats connection, then take the baseline.
-	if _, _, err := ch.stats(ctx, statC); err != nil {
+	if _, _, err := ch.stats(statC); err != nil {
 		return nil, err
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -259,14 +266,13 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 	if err != nil {
 		return nil, err
 	}
-	_, g0, err := ch.stats(ctx, statC)
+	_, g0, err := ch.stats(statC)
 	if err != nil {
 		return nil, err
 	}
 
-	holdTr := newTransport(n)
-	defer holdTr.CloseIdleConnections()
-	holdC := &http.Client{Transport: holdTr}
+	// Each held request is a GET on its own connection, as a load
+	// generator's idle poll; the end of holdCtx closes them all.
 	holdCtx, release := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { release(); wg.Wait() }()
@@ -275,15 +281,13 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequestWithContext(holdCtx, "GET", ch.base+"/hold", nil)
-			resp, err := holdC.Do(req)
-			if err != nil {
-				if holdCtx.Err() == nil {
-					failed.Add(1)
-				}
-				return
+			c := h1.NewConn(holdCtx, dialer)
+			defer c.Close()
+			c.Start("GET", "/hold", nil)
+			c.Finish(sendToken, nil)
+			if _, err := c.RoundTrip(time.Hour, nil); err != nil && holdCtx.Err() == nil {
+				failed.Add(1)
 			}
-			resp.Body.Close()
 		}()
 		if i%500 == 499 {
 			time.Sleep(50 * time.Millisecond) // stay under the listen backlog
@@ -292,7 +296,7 @@ func measureHeld(ctx context.Context, n int, logf func(string, ...any)) (*heldRe
 	// Wait until the server holds them all (or 30 s).
 	var held, g1 int64
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if held, g1, err = ch.stats(ctx, statC); err != nil {
+		if held, g1, err = ch.stats(statC); err != nil {
 			return nil, err
 		}
 		if held+failed.Load() >= int64(n) {

@@ -2,11 +2,17 @@
 // that benchmark figures can be read against limits measured in the same
 // run: fsyncs per second of a file, SQLite commits per second (WAL,
 // synchronous=FULL) at 1, 10, 100 and 1000 rows per transaction, a bare
-// net/http handler's requests per second under the load generator's kind of
-// client, and the memory a bare net/http server spends per idle held request.
+// net/http handler's requests per second and CPU per request under the load
+// generator's own client, and the memory a bare net/http server spends per
+// idle held request.
 //
-// The bare server runs as a child process of this command (started with
-// -child), so its RSS and CPU time are its own.
+// Every request to the bare server goes out on internal/h1, the HTTP/1.1
+// keep-alive client cmd/loadgen drives the server's hot path with: the
+// -conc clients each POST a send-sized JSON body with a bearer token on
+// their own connection, and each of the -held requests is a GET on its own
+// connection, as an idle long poll. The bare server runs as a child process
+// of this command (started with -child), so its RSS and CPU time are its
+// own.
 package main
 
 import (
@@ -85,8 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.dir, "dir", ".", "directory on the disk to measure (put it beside the database)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "duration of each measurement")
-	fs.IntVar(&cfg.conc, "conc", 200, "concurrent clients for the HTTP measurement (the loadgen's senders: 2 × pairs)")
-	fs.IntVar(&cfg.held, "held", 5000, "idle requests to hold open for the memory measurement")
+	fs.IntVar(&cfg.conc, "conc", 200, "concurrent clients for the HTTP measurement, each a keep-alive connection of the loadgen's client (internal/h1) sending a send-sized POST at a time, as the loadgen's senders (2 × pairs)")
+	fs.IntVar(&cfg.held, "held", 5000, "idle requests to hold open for the memory measurement, each a GET on its own connection of the loadgen's client (internal/h1)")
 	var skip string
 	fs.StringVar(&skip, "skip", "", "comma-separated parts to skip: fsync, sqlite, http, held")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the results as JSON instead of a table")
@@ -134,7 +140,7 @@ func run(ctx context.Context, cfg *config, log io.Writer) (*results, error) {
 		}
 	}
 	if !cfg.skip["http"] {
-		logf("bare net/http, %d concurrent clients", cfg.conc)
+		logf("bare net/http, %d concurrent clients (internal/h1, the loadgen's)", cfg.conc)
 		if res.HTTP, err = measureHTTP(ctx, cfg.conc, cfg.duration); err != nil {
 			return res, fmt.Errorf("http: %w", err)
 		}
