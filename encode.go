@@ -12,7 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"unicode/utf8"
+
+	"webim/internal/jsonstr"
 )
 
 // jsonAppender is a value that writes its own JSON, as encoding/json would.
@@ -94,9 +95,9 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendInt(b, e.Seq, 10)
 	b = append(b, `,"type":`...)
-	b = appendJSONString(b, e.Type)
+	b = jsonstr.Append(b, e.Type)
 	b = append(b, `,"at":`...)
-	b = appendJSONString(b, e.At)
+	b = jsonstr.Append(b, e.At)
 	if e.Message != nil {
 		b = append(b, `,"message":`...)
 		b = e.Message.appendJSON(b)
@@ -108,86 +109,29 @@ func (m *Message) appendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, m.ID, 10)
 	b = append(b, `,"from":`...)
-	b = appendJSONString(b, m.From)
+	b = jsonstr.Append(b, m.From)
 	b = append(b, `,"to":`...)
-	b = appendJSONString(b, m.To)
+	b = jsonstr.Append(b, m.To)
 	b = append(b, `,"body":`...)
-	b = appendJSONString(b, m.Body)
+	b = jsonstr.Append(b, m.Body)
 	b = append(b, `,"sent_at":`...)
-	b = appendJSONString(b, m.SentAt)
+	b = jsonstr.Append(b, m.SentAt)
 	if f := m.File; f != nil {
 		b = append(b, `,"file":{"id":`...)
 		b = strconv.AppendInt(b, f.ID, 10)
 		b = append(b, `,"name":`...)
-		b = appendJSONString(b, f.Name)
+		b = jsonstr.Append(b, f.Name)
 		b = append(b, `,"size":`...)
 		b = strconv.AppendInt(b, f.Size, 10)
 		b = append(b, `,"content_type":`...)
-		b = appendJSONString(b, f.ContentType)
+		b = jsonstr.Append(b, f.ContentType)
 		b = append(b, `,"url":`...)
-		b = appendJSONString(b, f.URL)
+		b = jsonstr.Append(b, f.URL)
 		b = append(b, '}')
 	}
 	if m.ClientMsgID != "" {
 		b = append(b, `,"client_msg_id":`...)
-		b = appendJSONString(b, m.ClientMsgID)
+		b = jsonstr.Append(b, m.ClientMsgID)
 	}
 	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString quotes s as encoding/json does with HTML escaping on:
-// <, > and & as \u escapes, U+2028 and U+2029 escaped, invalid UTF-8 as
-// U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

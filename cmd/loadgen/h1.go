@@ -9,39 +9,8 @@ import (
 	"time"
 
 	"webim/internal/h1"
+	"webim/internal/jsonstr"
 )
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < 0x7f {
-			continue
-		}
-		if c >= 0x80 { // UTF-8 is fine in JSON; invalid bytes pass as they are
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
 
 // answerError turns a non-2xx answer into *apiError.
 func answerError(a h1.Answer) error {
@@ -57,11 +26,11 @@ func send(c *h1.Conn, token, to, body, clientMsgID string) (created bool, err er
 	c.Start("POST", "/api/messages", nil)
 	c.Finish(token, func(b []byte) []byte {
 		b = append(b, `{"to":`...)
-		b = appendJSONString(b, to)
+		b = jsonstr.Append(b, to)
 		b = append(b, `,"body":`...)
-		b = appendJSONString(b, body)
+		b = jsonstr.Append(b, body)
 		b = append(b, `,"client_msg_id":`...)
-		b = appendJSONString(b, clientMsgID)
+		b = jsonstr.Append(b, clientMsgID)
 		return append(b, '}')
 	})
 	a, err := c.RoundTrip(requestTimeout, nil)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,19 +122,5 @@ func TestH1_ContextAbortsPoll(t *testing.T) {
 	}
 	if err := poll(c, "tok", 0, 25, nil, &pollAnswer{}, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("poll after the end: %v", err)
-	}
-}
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range []string{"", "plain", "q\"b\\s", "\n\r\t\x00\x1f\x7f", "é ü 日本", "\xff invalid", "</script>&"} {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q → %s: %v", s, b, err)
-		}
-		want := strings.ToValidUTF8(s, "\uFFFD")
-		if got != want {
-			t.Fatalf("%q → %s → %q", s, b, got)
-		}
 	}
 }
