@@ -480,7 +480,8 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 	}
 	tx := &writeTx{s: s, conn: conn, ctx: ctx, now: s.now(), stmts: stmts, cache: cache}
 	commitErr := func() error {
-		if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		// Prepared once, like every statement of the writer.
+		if _, err := tx.exec("BEGIN IMMEDIATE"); err != nil {
 			return err
 		}
 		// data_version changes when another connection has committed:
@@ -507,7 +508,7 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		if fault := s.writeFault.Load(); fault != nil {
 			return *fault
 		}
-		_, err := conn.ExecContext(ctx, "COMMIT")
+		_, err := tx.exec("COMMIT")
 		return err
 	}()
 	if commitErr != nil {
@@ -599,13 +600,13 @@ func (tx *writeTx) runOp(op *writeOp) error {
 		}
 		return nil
 	}
-	if _, err := tx.conn.ExecContext(tx.ctx, "SAVEPOINT op"); err != nil {
+	if _, err := tx.exec("SAVEPOINT op"); err != nil {
 		return err
 	}
 	err := op.fn(tx)
 	if err != nil {
 		undo()
-		if _, rbErr := tx.conn.ExecContext(tx.ctx, "ROLLBACK TO op"); rbErr != nil {
+		if _, rbErr := tx.exec("ROLLBACK TO op"); rbErr != nil {
 			return errors.Join(err, rbErr)
 		}
 		if !isClientError(err) && isStorageFailure(err) {
@@ -613,7 +614,7 @@ func (tx *writeTx) runOp(op *writeOp) error {
 		}
 		op.err = err
 	}
-	_, relErr := tx.conn.ExecContext(tx.ctx, "RELEASE op")
+	_, relErr := tx.exec("RELEASE op")
 	return relErr
 }
 
