@@ -278,6 +278,7 @@ func (p *parkedPoll) finish(rw *bufferedResponse) {
 	a.presence.PollEnded(p.s.User)
 	a.metrics.openPolls.Add(-1)
 	a.metrics.observe(p.pattern, time.Since(p.started))
+	a.log.Debug("request", "method", http.MethodGet, "path", "/api/poll", "status", rw.status, "dur", time.Since(p.started), "parked", true)
 	pk := a.parker
 	pk.mu.Lock()
 	delete(pk.polls, p)
