@@ -238,14 +238,21 @@ func (p *parkedPoll) due() bool {
 }
 
 // check answers the poll if there is anything to answer, as handlePoll
-// would, and reports whether it did.
+// would, and reports whether it did. Like the handler's select ending on
+// the deadline, a newer poll, the session's end or shutdown, a due poll
+// answers without reading the queue.
 func (p *parkedPoll) check() bool {
 	a := p.a
 	ctx, cancel := context.WithTimeout(context.Background(), parkedReadTimeout)
 	defer cancel()
-	events, err := a.pollEvents(ctx, p.s.User.ID, p.cursor)
-	if err == nil && len(events) == 0 && !p.due() {
-		return false
+	var events []Event
+	var err error
+	due := p.due()
+	if !due {
+		events, err = a.pollEvents(ctx, p.s.User.ID, p.cursor)
+		if err == nil && len(events) == 0 {
+			return false
+		}
 	}
 	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/api/poll", nil)
 	rw := &bufferedResponse{header: p.header.Clone()}
