@@ -161,9 +161,14 @@ type parkedPoll struct {
 // (endPoll, presence, metrics) and the handler must return errParked.
 func (a *App) park(w http.ResponseWriter, r *http.Request, s *Session, superseded <-chan struct{}, endPoll func(),
 	cursor int64, deadline, started time.Time) bool {
-	header := a.parker.sharedHeader(w.Header())
+	pk := a.parker
+	header := pk.sharedHeader(w.Header())
+	// Counted before the connection leaves net/http's hands: once it has,
+	// the server's Shutdown no longer waits for it, and App.Close must.
+	pk.wg.Add(1)
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		pk.wg.Done()
 		return false
 	}
 	p := &parkedPoll{
@@ -171,10 +176,8 @@ func (a *App) park(w http.ResponseWriter, r *http.Request, s *Session, supersede
 		cursor: cursor, deadline: deadline, started: started, pattern: r.Pattern, header: header,
 		closeAfter: brw.Reader.Buffered() > 0,
 	}
-	pk := a.parker
 	pk.mu.Lock()
 	pk.polls[p] = struct{}{}
-	pk.wg.Add(1)
 	pk.mu.Unlock()
 	// Registered with everything that can wake it before the first check,
 	// so nothing that happens from here on is missed.
