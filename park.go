@@ -124,11 +124,12 @@ func headersEqual(a, b http.Header) bool {
 	return true
 }
 
-// canPark reports whether r's poll may be parked: a plain HTTP/1.1 GET with
-// no body whose connection stays open, on a server that can take the
-// connection back. Anything else (HTTP/2 above all) waits on its goroutine.
+// canPark reports whether r's poll may be parked: an HTTP/1.1 GET (not a
+// HEAD, whose answer has no body) without a body, on a connection that
+// stays open, of a server that can take the connection back. Anything else
+// (HTTP/2 above all) waits on its goroutine.
 func (a *App) canPark(r *http.Request) bool {
-	return a.parker.listener() != nil && r.ProtoMajor == 1 && r.ProtoMinor == 1 && !r.Close &&
+	return a.parker.listener() != nil && r.Method == http.MethodGet && r.ProtoMajor == 1 && r.ProtoMinor == 1 && !r.Close &&
 		r.ContentLength == 0 && len(r.TransferEncoding) == 0
 }
 
@@ -421,6 +422,9 @@ func (l *parkListener) acceptLoop() {
 			return
 		}
 		if errors.Is(err, net.ErrClosed) {
+			// Closed under us (the server never ran, or stopped): Accept
+			// says so from now on.
+			l.once.Do(func() { close(l.done) })
 			return
 		}
 	}

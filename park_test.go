@@ -354,3 +354,27 @@ func TestPark_HTTPSConnectionsGoBackAndHTTP2Waits(t *testing.T) {
 		t.Errorf("after a parked answer: TLS %v, connection reused %v", resp.TLS != nil, reused)
 	}
 }
+
+// A HEAD poll is answered without a body, so it never parks.
+func TestPark_HeadPollWaitsOnItsGoroutine(t *testing.T) {
+	t.Parallel()
+	ts := newTestServerHooked(t, withParkAfter(50*time.Millisecond))
+	bob := ts.user("bob")
+	req, _ := http.NewRequest("HEAD", ts.url("/api/poll?cursor=0&timeout=1"), nil)
+	req.Header.Set("Authorization", "Bearer "+bob.token)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if n := ts.app.parker.parked(); n != 0 {
+		t.Errorf("a HEAD poll parked (%d parked)", n)
+	}
+	if resp := <-done; resp != nil && resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD poll: %d", resp.StatusCode)
+	}
+}
