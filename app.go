@@ -21,6 +21,7 @@ type App struct {
 	sessions *sessions
 	presence *presence
 	notifier *notifier
+	parker   *parker
 	limits   *limits
 	metrics  *metrics
 	hasher   *hasher
@@ -61,6 +62,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		sessions:     newSessions(store),
 		presence:     newPresence(store, offlineGrace),
 		notifier:     newNotifier(),
+		parker:       newParker(),
 		limits:       newLimits(cfg.RateLimitExempt),
 		metrics:      newMetrics(),
 		hasher:       newHasher(),
@@ -85,7 +87,10 @@ func (a *App) Handler() http.Handler { return a.handler }
 
 // BeginShutdown makes every open poll answer now and new ones answer at once.
 func (a *App) BeginShutdown() {
-	a.shutdownOnce.Do(func() { close(a.shuttingDown) })
+	a.shutdownOnce.Do(func() {
+		close(a.shuttingDown)
+		a.parker.wakeAll()
+	})
 }
 
 // Close answers open polls, commits what is pending and closes the database.
@@ -98,6 +103,9 @@ func (a *App) Close() error {
 		close(a.stopJanitor)
 	}
 	<-a.janitorDone
+	// Parked polls answer from the database: let them finish first (each
+	// write is bounded by parkedWriteTimeout).
+	a.parker.wg.Wait()
 	return a.store.Close()
 }
 

@@ -76,7 +76,11 @@ func (a *App) serve(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		parked := false
 		defer func() {
+			if parked {
+				return // the parked poll is timed when it answers
+			}
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
@@ -91,7 +95,9 @@ func (a *App) serve(h handlerFunc) http.Handler {
 				a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "dur", time.Since(start))
 			}
 		}()
-		if err := h(sw, r); err != nil {
+		if err := h(sw, r); err == errParked {
+			parked = true
+		} else if err != nil {
 			a.writeError(sw, r, err)
 		}
 	})

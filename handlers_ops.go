@@ -26,6 +26,7 @@ func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 		onlineUsers:    a.presence.Online(),
 		queuedMessages: queued,
 		waitingUsers:   a.notifier.waiting(),
+		parkedPolls:    a.parker.parked(),
 	})
 	return nil
 }

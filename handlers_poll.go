@@ -34,19 +34,31 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		wait = min(time.Duration(n)*time.Second, maxPollWait)
 	}
 
+	started := time.Now()
 	superseded, endPoll := s.beginPoll()
-	defer endPoll()
 	a.presence.PollStarted(s.User)
-	defer a.presence.PollEnded(s.User)
 	a.metrics.openPolls.Add(1)
-	defer a.metrics.openPolls.Add(-1)
+	parked := false
+	defer func() {
+		if !parked { // else the parked poll does this when it answers
+			endPoll()
+			a.presence.PollEnded(s.User)
+			a.metrics.openPolls.Add(-1)
+		}
+	}()
 
 	ctx := r.Context()
 	var deadline <-chan time.Time
+	var park <-chan time.Time
 	if wait > 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		deadline = timer.C
+		if wait > a.parker.after && a.canPark(r) {
+			pt := time.NewTimer(a.parker.after)
+			defer pt.Stop()
+			park = pt.C
+		}
 	}
 	for {
 		// Take the wake-up channel before reading, so a commit in between
@@ -73,6 +85,15 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		select {
 		case <-woken:
 			release()
+			continue
+		case <-park:
+			// Idle for a while: wait without goroutines (park.go).
+			release()
+			park = nil
+			if a.park(w, r, s, superseded, endPoll, cursor, started.Add(wait), started) {
+				parked = true
+				return errParked
+			}
 			continue
 		case <-s.Ended():
 		case <-superseded:

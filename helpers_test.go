@@ -70,7 +70,11 @@ func (ts *testServer) start() {
 		ts.hook(app)
 	}
 	ts.app = app
-	ts.srv = httptest.NewServer(app.Handler())
+	// The listener is wrapped as main.go's is, so that polls park as they
+	// do in production.
+	ts.srv = httptest.NewUnstartedServer(app.Handler())
+	ts.srv.Listener = app.ParkingListener(ts.srv.Listener)
+	ts.srv.Start()
 	ts.closed = false
 }
 

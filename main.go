@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		ready <- lns.main.Addr().String()
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- lns.serve(srv) }()
+	go func() { serveErr <- lns.serve(srv, app.ParkingListener) }()
 
 	select {
 	case err := <-serveErr:

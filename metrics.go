@@ -62,6 +62,7 @@ type gauges struct {
 	onlineUsers    int
 	queuedMessages int64
 	waitingUsers   int
+	parkedPolls    int
 }
 
 func (m *metrics) write(w io.Writer, g gauges) {
@@ -71,6 +72,7 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(w, "# HELP webim_messages_delivered_total Message events returned by polls.\n# TYPE webim_messages_delivered_total counter\nwebim_messages_delivered_total %d\n", m.messagesDelivered.Load())
 	fmt.Fprintf(w, "# HELP webim_queued_messages Uncleaned messages in all queues.\n# TYPE webim_queued_messages gauge\nwebim_queued_messages %d\n", g.queuedMessages)
 	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)
+	fmt.Fprintf(w, "# HELP webim_parked_polls Long-polls waiting without a goroutine (a subset of open polls).\n# TYPE webim_parked_polls gauge\nwebim_parked_polls %d\n", g.parkedPolls)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -10,6 +10,9 @@ import "sync"
 type notifier struct {
 	mu      sync.Mutex
 	waiters map[int64]*waitPoint
+	// parked are the users' parked polls (park.go): notify wakes them and
+	// they stay until they unpark.
+	parked map[int64][]waker
 }
 
 type waitPoint struct {
@@ -17,7 +20,9 @@ type waitPoint struct {
 	refs int
 }
 
-func newNotifier() *notifier { return &notifier{waiters: map[int64]*waitPoint{}} }
+func newNotifier() *notifier {
+	return &notifier{waiters: map[int64]*waitPoint{}, parked: map[int64][]waker{}}
+}
 
 // wait returns a channel closed at the user's next notify, and a release to
 // call when the caller stops waiting, so idle users hold no entry.
@@ -48,13 +53,48 @@ func (n *notifier) notify(users []int64) {
 			close(wp.ch)
 			delete(n.waiters, u)
 		}
+		for _, p := range n.parked[u] {
+			p.wake()
+		}
 	}
 	n.mu.Unlock()
 }
 
-// waiting counts users with a waiter, for tests and metrics.
+// park registers a parked poll of user, woken by each notify of the user
+// until unpark.
+func (n *notifier) park(user int64, p waker) {
+	n.mu.Lock()
+	n.parked[user] = append(n.parked[user], p)
+	n.mu.Unlock()
+}
+
+func (n *notifier) unpark(user int64, p waker) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ps := n.parked[user]
+	for i, q := range ps {
+		if q == p {
+			ps = append(ps[:i:i], ps[i+1:]...)
+			break
+		}
+	}
+	if len(ps) == 0 {
+		delete(n.parked, user)
+	} else {
+		n.parked[user] = ps
+	}
+}
+
+// waiting counts users with a waiter or a parked poll, for tests and
+// metrics.
 func (n *notifier) waiting() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return len(n.waiters)
+	c := len(n.waiters)
+	for u := range n.parked {
+		if n.waiters[u] == nil {
+			c++
+		}
+	}
+	return c
 }

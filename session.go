@@ -61,6 +61,9 @@ type Session struct {
 	// poll is closed to tell the session's current poll that a newer one
 	// took its place (one poll at a time per session).
 	poll chan struct{}
+	// parked is the current poll when it is parked (park.go): woken when a
+	// newer poll begins or the session ends.
+	parked waker
 }
 
 // Ended is closed when the session is over.
@@ -85,13 +88,47 @@ func (s *Session) beginPoll() (superseded <-chan struct{}, end func()) {
 		close(s.poll)
 	}
 	s.poll = ch
+	old := s.parked
+	s.parked = nil
 	s.pollMu.Unlock()
+	if old != nil {
+		old.wake()
+	}
 	return ch, func() {
 		s.pollMu.Lock()
 		if s.poll == ch {
 			s.poll = nil
 		}
 		s.pollMu.Unlock()
+	}
+}
+
+// park records p as the session's parked poll if its turn (the channel
+// beginPoll returned) is still the current one; if not, p has been
+// superseded already and needs no wake-up.
+func (s *Session) park(turn <-chan struct{}, p waker) {
+	s.pollMu.Lock()
+	if s.poll == turn {
+		s.parked = p
+	}
+	s.pollMu.Unlock()
+}
+
+func (s *Session) unpark(p waker) {
+	s.pollMu.Lock()
+	if s.parked == p {
+		s.parked = nil
+	}
+	s.pollMu.Unlock()
+}
+
+// wakeParked wakes the parked poll, if any (the session ended).
+func (s *Session) wakeParked() {
+	s.pollMu.Lock()
+	p := s.parked
+	s.pollMu.Unlock()
+	if p != nil {
+		p.wake()
 	}
 }
 
@@ -117,6 +154,7 @@ func (m *sessions) endLocked(s *Session, reason error) {
 	}
 	s.endErr = reason
 	close(s.ended)
+	s.wakeParked()
 	delete(m.byHash, s.hash)
 	if m.byUser[s.User.ID] == s {
 		delete(m.byUser, s.User.ID)

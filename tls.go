@@ -134,18 +134,33 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 }
 
 // serve runs srv on the listeners until they close; the first error of
-// either is returned.
-func (l *listeners) serve(srv *http.Server) error {
+// either is returned. wrap, if not nil, wraps the main listener above TLS,
+// so that what it hands the server are the connections the server reads
+// HTTP from (*tls.Conn for HTTPS).
+func (l *listeners) serve(srv *http.Server, wrap func(net.Listener) net.Listener) error {
 	errs := make(chan error, 2)
 	if l.plain != nil {
 		go func() { errs <- l.plain.Serve(l.plnLn) }()
 	}
+	ln := l.main
 	if l.tls != nil {
-		srv.TLSConfig = l.tls
-		go func() { errs <- srv.ServeTLS(l.main, "", "") }()
-	} else {
-		go func() { errs <- srv.Serve(l.main) }()
+		// What srv.ServeTLS does, with the listener in our hands: offer
+		// HTTP/2 and HTTP/1.1 by ALPN (srv.Serve then sets up HTTP/2
+		// because the config names h2).
+		cfg := l.tls.Clone()
+		cfg.NextProtos = slices.Clone(cfg.NextProtos)
+		for _, p := range []string{"h2", "http/1.1"} {
+			if !slices.Contains(cfg.NextProtos, p) {
+				cfg.NextProtos = append(cfg.NextProtos, p)
+			}
+		}
+		srv.TLSConfig = cfg
+		ln = tls.NewListener(ln, cfg)
 	}
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	go func() { errs <- srv.Serve(ln) }()
 	return <-errs
 }
 
