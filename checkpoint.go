@@ -20,9 +20,16 @@ import (
 )
 
 const (
-	// checkpointEveryCommits is how many commits the writer makes between
-	// two requests to the checkpointer.
-	checkpointEveryCommits = 32
+	// checkpointEveryPages is about how many pages the writer commits
+	// between two requests to the checkpointer, as SQLite's own automatic
+	// checkpoint would: checkpointing more often copies the pages every
+	// commit touches (the tables' last pages) over and over.
+	checkpointEveryPages = 1000
+	// pagesPerCommit and pagesPerOp estimate a commit's pages: the few
+	// every commit dirties, and about two per operation (a send touches
+	// both users' queues, the messages table and its index, some shared).
+	pagesPerCommit = 4
+	pagesPerOp     = 2
 	// walRewindFrames is the WAL length (in 4 KiB pages) past which the
 	// writer catches up so the WAL can start again from the beginning.
 	walRewindFrames = 4096
@@ -34,7 +41,7 @@ type checkpointer struct {
 	// rewind asks the writer to finish the checkpoint itself.
 	rewind  atomic.Bool
 	stopped chan struct{}
-	commits int // writer goroutine only
+	pages   int // writer goroutine only: pages committed since the last request
 
 	rewindFrames int
 	log          func(msg string, args ...any)
@@ -67,15 +74,15 @@ func (c *checkpointer) run() {
 	}
 }
 
-// committed is the writer's note of a commit.
-func (c *checkpointer) committed() {
-	c.commits++
-	if c.commits < checkpointEveryCommits {
+// committed is the writer's note of a commit of ops operations.
+func (c *checkpointer) committed(ops int) {
+	c.pages += pagesPerCommit + pagesPerOp*ops
+	if c.pages < checkpointEveryPages {
 		return
 	}
 	select {
 	case c.due <- struct{}{}:
-		c.commits = 0
+		c.pages = 0
 	default: // one is running; it will see these commits' frames too
 	}
 }

@@ -525,7 +525,7 @@ func (s *Store) runBatch(ctx context.Context, conn *sql.Conn, stmts map[string]*
 		}
 	} else {
 		if s.ckpt != nil {
-			s.ckpt.committed()
+			s.ckpt.committed(len(batch))
 		}
 		s.queued.Add(tx.queuedDelta)
 		s.tails.apply(tx.tailChanges)
