@@ -77,6 +77,9 @@ func main() {
 			put(kind + " max ms")(get("flow.latency.max_ms"))
 			put(kind + " send p99 ms")(get("flow.send_rtt.p99_ms"))
 			put(kind + " cpu µs/msg")(get("flow.server_cpu_us_per_delivered"))
+			put(kind + " loadgen cpu µs/msg")(get("flow.loadgen_cpu_us_per_delivered"))
+			put(kind + " requests/msg")(get("flow.http_requests_per_delivered"))
+			put(kind + " poll answers/msg")(get("flow.poll_answers_per_delivered"))
 			if strings.HasPrefix(kind, "paced") {
 				late, _ := get("flow.late_sends") // omitted when 0
 				add(kind+" late sends", late, true)
