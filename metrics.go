@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -72,6 +73,7 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(w, "# HELP webim_messages_delivered_total Message events returned by polls.\n# TYPE webim_messages_delivered_total counter\nwebim_messages_delivered_total %d\n", m.messagesDelivered.Load())
 	fmt.Fprintf(w, "# HELP webim_queued_messages Uncleaned messages in all queues.\n# TYPE webim_queued_messages gauge\nwebim_queued_messages %d\n", g.queuedMessages)
 	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)
+	fmt.Fprintf(w, "# HELP webim_goroutines Goroutines in the server process.\n# TYPE webim_goroutines gauge\nwebim_goroutines %d\n", runtime.NumGoroutine())
 	fmt.Fprintf(w, "# HELP webim_parked_polls Long-polls waiting without a goroutine (a subset of open polls).\n# TYPE webim_parked_polls gauge\nwebim_parked_polls %d\n", g.parkedPolls)
 
 	m.mu.Lock()

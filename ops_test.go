@@ -91,6 +91,10 @@ func TestOps_Metrics(t *testing.T) {
 	if v := metricValue(t, text, "webim_open_polls"); v != 1 {
 		t.Fatalf("webim_open_polls %v, want 1", v)
 	}
+	// The open poll's handler at least, and the writer.
+	if v := metricValue(t, text, "webim_goroutines"); v < 2 {
+		t.Fatalf("webim_goroutines %v, want 2 or more", v)
+	}
 	alice.send(bob, "wake")
 	receive(t, polled, "bob's poll")
 	bob.clean(1 << 40)
