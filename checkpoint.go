@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"sync/atomic"
 )
 
@@ -45,6 +46,9 @@ type checkpointer struct {
 
 	rewindFrames int
 	log          func(msg string, args ...any)
+
+	// running is held across a checkpoint, so now can wait for one.
+	running sync.Mutex
 }
 
 func newCheckpointer(path string, warn func(msg string, args ...any)) (*checkpointer, error) {
@@ -63,15 +67,22 @@ func newCheckpointer(path string, warn func(msg string, args ...any)) (*checkpoi
 func (c *checkpointer) run() {
 	defer close(c.stopped)
 	for range c.due {
-		frames, err := checkpointPassive(c.db.QueryRowContext)
-		if err != nil {
+		if err := c.now(); err != nil {
 			c.log("wal checkpoint failed", "err", err)
-			continue
-		}
-		if frames >= c.rewindFrames {
-			c.rewind.Store(true)
 		}
 	}
+}
+
+// now checkpoints at once (waiting for one under way), so a test can know
+// that the checkpointer will not write what is already in the WAL.
+func (c *checkpointer) now() error {
+	c.running.Lock()
+	defer c.running.Unlock()
+	frames, err := checkpointPassive(c.db.QueryRowContext)
+	if err == nil && frames >= c.rewindFrames {
+		c.rewind.Store(true)
+	}
+	return err
 }
 
 // committed is the writer's note of a commit of ops operations.
