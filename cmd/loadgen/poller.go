@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,13 @@ func (p *poller) loop(ctx context.Context) {
 			cleaner.Close()
 		}
 	}()
+	// Users clean at their own moments: a random phase keeps 200 users who
+	// started together from cleaning in the same instant every period, a
+	// burst no group of real users makes.
 	var lastClean time.Time
+	if p.cleanEvery > 0 {
+		lastClean = time.Now().Add(-rand.N(p.cleanEvery))
+	}
 	var dirty bool
 	var cleaning atomic.Bool
 	var onWire atomic.Bool
