@@ -78,7 +78,7 @@ func (c *checkpointer) run() {
 func (c *checkpointer) now() error {
 	c.running.Lock()
 	defer c.running.Unlock()
-	frames, err := checkpointPassive(c.db.QueryRowContext)
+	frames, err := checkpointPassive(context.Background(), c.db)
 	if err == nil && frames >= c.rewindFrames {
 		c.rewind.Store(true)
 	}
@@ -105,9 +105,7 @@ func (c *checkpointer) catchUp(ctx context.Context, conn *sql.Conn) error {
 	if !c.rewind.Swap(false) {
 		return nil
 	}
-	_, err := checkpointPassive(func(_ context.Context, q string, args ...any) *sql.Row {
-		return conn.QueryRowContext(ctx, q, args...)
-	})
+	_, err := checkpointPassive(ctx, conn)
 	return err
 }
 
@@ -119,8 +117,11 @@ func (c *checkpointer) close() error {
 
 // checkpointPassive copies what it can of the WAL into the main file without
 // waiting for anyone, and says how many frames the WAL holds.
-func checkpointPassive(queryRow func(ctx context.Context, q string, args ...any) *sql.Row) (frames int, err error) {
+// (Both *sql.DB and *sql.Conn can run it.)
+func checkpointPassive(ctx context.Context, db interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (frames int, err error) {
 	var busy, copied int
-	err = queryRow(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+	err = db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
 	return frames, err
 }

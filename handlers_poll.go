@@ -48,17 +48,19 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 	}()
 
 	ctx := r.Context()
-	var deadline <-chan time.Time
-	var park <-chan time.Time
+	// One timer per poll: it first fires when the poll may park, then, if
+	// parking is not for it, at the poll's deadline.
+	mayPark := wait > a.parker.after && a.canPark(r)
+	var timer *time.Timer
+	var timerC <-chan time.Time
 	if wait > 0 {
-		timer := time.NewTimer(wait)
-		defer timer.Stop()
-		deadline = timer.C
-		if wait > a.parker.after && a.canPark(r) {
-			pt := time.NewTimer(a.parker.after)
-			defer pt.Stop()
-			park = pt.C
+		first := wait
+		if mayPark {
+			first = a.parker.after
 		}
+		timer = time.NewTimer(first)
+		defer timer.Stop()
+		timerC = timer.C
 	}
 	for {
 		// Take the wake-up channel before reading, so a commit in between
@@ -86,18 +88,20 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		case <-woken:
 			release()
 			continue
-		case <-park:
-			// Idle for a while: wait without goroutines (park.go).
-			release()
-			park = nil
-			if a.park(w, r, s, superseded, endPoll, cursor, started.Add(wait), started) {
-				parked = true
-				return errParked
+		case <-timerC:
+			if mayPark {
+				// Idle for a while: wait without goroutines (park.go).
+				release()
+				mayPark = false
+				if a.park(w, r, s, superseded, endPoll, cursor, started.Add(wait), started) {
+					parked = true
+					return errParked
+				}
+				timer.Reset(time.Until(started.Add(wait)))
+				continue
 			}
-			continue
 		case <-s.Ended():
 		case <-superseded:
-		case <-deadline:
 		case <-a.shuttingDown:
 		case <-ctx.Done():
 			release()
