@@ -45,7 +45,7 @@ type userCommand struct {
 	summary string
 	// create: the database may be created (the first user of a fresh install).
 	create bool
-	flags  func(fs *flag.FlagSet) func(ctx context.Context, s *Store, name string, env cmdEnv) error
+	flags  func(fs *flag.FlagSet) func(ctx context.Context, s Store, name string, env cmdEnv) error
 }
 
 // userCommands are the "webim user" subcommands by name; each flags func
@@ -53,9 +53,9 @@ type userCommand struct {
 var userCommands = map[string]userCommand{
 	"add": {
 		args: "NAME", summary: "create an account; the password is read from standard input or asked for", create: true,
-		flags: func(fs *flag.FlagSet) func(context.Context, *Store, string, cmdEnv) error {
+		flags: func(fs *flag.FlagSet) func(context.Context, Store, string, cmdEnv) error {
 			display := fs.String("display", "", "display name (default: the username)")
-			return func(ctx context.Context, s *Store, name string, env cmdEnv) error {
+			return func(ctx context.Context, s Store, name string, env cmdEnv) error {
 				if *display == "" {
 					*display = name
 				}
@@ -84,8 +84,8 @@ var userCommands = map[string]userCommand{
 	},
 	"passwd": {
 		args: "NAME", summary: "set a new password (read like add's) and end the user's sessions",
-		flags: func(*flag.FlagSet) func(context.Context, *Store, string, cmdEnv) error {
-			return func(ctx context.Context, s *Store, name string, env cmdEnv) error {
+		flags: func(*flag.FlagSet) func(context.Context, Store, string, cmdEnv) error {
+			return func(ctx context.Context, s Store, name string, env cmdEnv) error {
 				if _, err := s.AccountByName(ctx, name); err != nil {
 					return err
 				}
@@ -103,8 +103,8 @@ var userCommands = map[string]userCommand{
 	},
 	"disable": {
 		args: "NAME", summary: "refuse the user's logins and end its sessions at once",
-		flags: func(*flag.FlagSet) func(context.Context, *Store, string, cmdEnv) error {
-			return func(ctx context.Context, s *Store, name string, env cmdEnv) error {
+		flags: func(*flag.FlagSet) func(context.Context, Store, string, cmdEnv) error {
+			return func(ctx context.Context, s Store, name string, env cmdEnv) error {
 				changed, err := s.SetDisabled(ctx, name, true)
 				if err != nil {
 					return err
@@ -120,8 +120,8 @@ var userCommands = map[string]userCommand{
 	},
 	"enable": {
 		args: "NAME", summary: "let a disabled user log in again",
-		flags: func(*flag.FlagSet) func(context.Context, *Store, string, cmdEnv) error {
-			return func(ctx context.Context, s *Store, name string, env cmdEnv) error {
+		flags: func(*flag.FlagSet) func(context.Context, Store, string, cmdEnv) error {
+			return func(ctx context.Context, s Store, name string, env cmdEnv) error {
 				changed, err := s.SetDisabled(ctx, name, false)
 				if err != nil {
 					return err
@@ -137,8 +137,8 @@ var userCommands = map[string]userCommand{
 	},
 	"delete": {
 		args: "NAME", summary: "delete the account, its sessions, friendships, requests, blocks, queue and files (no undo)",
-		flags: func(*flag.FlagSet) func(context.Context, *Store, string, cmdEnv) error {
-			return func(ctx context.Context, s *Store, name string, env cmdEnv) error {
+		flags: func(*flag.FlagSet) func(context.Context, Store, string, cmdEnv) error {
+			return func(ctx context.Context, s Store, name string, env cmdEnv) error {
 				d, err := s.DeleteUser(ctx, name)
 				if err != nil {
 					return err
@@ -187,7 +187,7 @@ func runUser(ctx context.Context, args []string, env cmdEnv) error {
 	fs := flag.NewFlagSet("webim user "+name, flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	dbPath := dbFlag(fs, env)
-	var act func(context.Context, *Store, string, cmdEnv) error
+	var act func(context.Context, Store, string, cmdEnv) error
 	if sub.flags != nil {
 		act = sub.flags(fs)
 	}
@@ -259,7 +259,7 @@ func dbFlag(fs *flag.FlagSet, env cmdEnv) *string {
 // openForAdmin opens the database beside a possibly running server. Only a
 // command that may start a fresh install creates the file: for any other, a
 // mistyped path is an error, not a new empty database.
-func openForAdmin(path string, create bool, env cmdEnv) (*Store, error) {
+func openForAdmin(path string, create bool, env cmdEnv) (Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		if !create || !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no database at %s (give -db or set WEBIM_DB): %w", path, err)
@@ -312,7 +312,7 @@ func readNewPassword(ctx context.Context, env cmdEnv) (string, error) {
 }
 
 // listUsers prints one line per account, and the count on stderr.
-func listUsers(ctx context.Context, s *Store, env cmdEnv) error {
+func listUsers(ctx context.Context, s Store, env cmdEnv) error {
 	users, err := s.ListUsers(ctx)
 	if err != nil {
 		return err
@@ -429,7 +429,7 @@ func humanBytes(n int64) string {
 // disabled or deleted (their session rows are gone already, so the tokens
 // stay dead), and corrects the queued-messages gauge for deleted queues.
 func (a *App) applyAdminEvents(ctx context.Context) {
-	events, err := a.store.adminEventsAfter(ctx, a.adminSeen)
+	events, err := a.store.AdminEventsAfter(ctx, a.adminSeen)
 	if err != nil {
 		a.log.Warn("reading admin events failed", "err", err)
 		return
@@ -440,7 +440,6 @@ func (a *App) applyAdminEvents(ctx context.Context) {
 			a.sessions.EndUser(e.User, errUnauthorized)
 			a.presence.LoggedOut(s.User)
 		}
-		a.store.queued.Add(e.QueuedDelta)
 		a.adminSeen = e.ID
 		a.log.Info("admin command applied", "user_id", e.User)
 	}

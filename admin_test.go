@@ -248,7 +248,7 @@ func TestAdmin_DeleteUser(t *testing.T) {
 		`SELECT count(*) FROM files`,
 	} {
 		var n int
-		if err := ts.app.store.read.QueryRow(q).Scan(&n); err != nil {
+		if err := ts.sqlite().read.QueryRow(q).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		want := 0

@@ -17,7 +17,7 @@ var staticFiles embed.FS
 type App struct {
 	cfg      Config
 	log      *slog.Logger
-	store    *Store
+	store    Store
 	sessions *sessions
 	presence *presence
 	notifier *notifier
@@ -71,12 +71,11 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
 	}
-	if a.adminSeen, err = store.lastAdminEvent(context.Background()); err != nil {
+	if a.adminSeen, err = store.LastAdminEvent(context.Background()); err != nil {
 		store.Close()
 		return nil, err
 	}
-	store.onCommit = a.notifier.notify
-	store.isOnline = a.presence.IsOnline
+	store.Wire(a.notifier.notify, a.presence.IsOnline)
 	a.handler = a.routes()
 	go a.janitor()
 	return a, nil

@@ -29,7 +29,7 @@ func benchServer(b *testing.B) *testServer {
 
 // benchFriends creates two friends straight in the store, skipping the
 // deliberately slow password hash of a sign-up.
-func benchFriends(b *testing.B, s *Store, prefix string) (from, to User) {
+func benchFriends(b *testing.B, s Store, prefix string) (from, to User) {
 	b.Helper()
 	ctx := context.Background()
 	var err error
@@ -49,7 +49,7 @@ func benchFriends(b *testing.B, s *Store, prefix string) (from, to User) {
 }
 
 // fill enqueues n messages from -> to, 64 senders at a time.
-func fill(b *testing.B, s *Store, from, to User, n int) {
+func fill(b *testing.B, s Store, from, to User, n int) {
 	b.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -227,7 +227,7 @@ func BenchmarkPollWokenByNotifier(b *testing.B) {
 	alice, aliceU := benchUser(b, ts, "pwna")
 	bob, bobU := benchUser(b, ts, "pwnb")
 	befriend(alice, bob)
-	store, n := ts.app.store, ts.app.notifier
+	store, n := ts.sqlite(), ts.app.notifier
 	hc := ts.srv.Client()
 	ctx := context.Background()
 	// Start after everything bob's queue holds already.

@@ -39,7 +39,7 @@ func (c *testClock) now() time.Time { return time.Now().Add(time.Duration(c.offs
 func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func withClock(c *testClock) func(*App) {
-	return func(a *App) { a.store.now = c.now }
+	return func(a *App) { a.store.SetClock(c.now) }
 }
 
 // cheapHash is a valid argon2id PHC string for password made with tiny

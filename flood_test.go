@@ -220,7 +220,7 @@ func TestFlood_FullQueueStopsGrowing(t *testing.T) {
 	}
 	// The checkpointer copies committed pages into the main file whenever
 	// it runs; after this it has nothing left to copy.
-	if err := ts.app.store.ckpt.now(); err != nil {
+	if err := ts.sqlite().ckpt.now(); err != nil {
 		t.Fatal(err)
 	}
 	before := size()
@@ -237,7 +237,7 @@ func TestFlood_FullQueueStopsGrowing(t *testing.T) {
 	// Cleaning makes room again.
 	bob.mustDo("POST", "/api/clean", map[string]any{"upto": 1 << 40}, http.StatusOK)
 	senders[0].send(bob, "room again")
-	checkDBInvariants(t, ts.app.store.read)
+	ts.checkInvariants()
 }
 
 func bytesReader(data []byte, ok bool) io.Reader {

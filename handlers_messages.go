@@ -185,18 +185,11 @@ func (a *App) handleDownload(w http.ResponseWriter, r *http.Request, s *Session)
 	if err != nil || id <= 0 {
 		return errNotFound
 	}
-	f, err := a.store.FileFor(r.Context(), s.User.ID, id)
+	f, content, err := a.store.OpenFile(r.Context(), s.User.ID, id)
 	if err != nil {
 		return err
 	}
-	fh, err := os.Open(f.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return errNotFound
-	}
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
+	defer content.Close()
 	disposition := "attachment"
 	if inlineImageTypes[f.ContentType] {
 		disposition = "inline"
@@ -206,6 +199,6 @@ func (a *App) handleDownload(w http.ResponseWriter, r *http.Request, s *Session)
 	h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": f.Name}))
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Cache-Control", "private, no-store")
-	http.ServeContent(w, r, "", time.Time{}, fh)
+	http.ServeContent(w, r, "", time.Time{}, content)
 	return nil
 }

@@ -275,3 +275,24 @@ func eventually(t testing.TB, within time.Duration, what string, f func() bool) 
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// sqlite returns the server's SQLite engine, for tests of SQLite's own
+// machinery (its writer, WAL and files folder); on another engine the test
+// is skipped.
+func (ts *testServer) sqlite() *sqliteStore {
+	ts.t.Helper()
+	s, ok := ts.app.store.(*sqliteStore)
+	if !ok {
+		ts.t.Skip("a test of the SQLite engine's own machinery")
+	}
+	return s
+}
+
+// checkInvariants checks, straight from the database, what must hold in
+// every committed state (invariants_test.go).
+func (ts *testServer) checkInvariants() {
+	ts.t.Helper()
+	if s, ok := ts.app.store.(*sqliteStore); ok {
+		checkDBInvariants(ts.t, s.read)
+	}
+}

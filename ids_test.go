@@ -64,7 +64,7 @@ func TestMigrate_ToVersion3KeepsMessagesAndFiles(t *testing.T) {
 	}
 	db.Close()
 
-	s, err := OpenStore(path, defaultMaxQueue, quietLogger())
+	s, err := openSQLite(path, defaultMaxQueue, quietLogger(), false)
 	if err != nil {
 		t.Fatalf("opening the version-2 database: %v", err)
 	}

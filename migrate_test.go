@@ -40,7 +40,7 @@ func TestStore_MigratesVersion1Database(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "old.db")
 	writeV1Fixture(t, path)
 
-	s, err := OpenStore(path, 100, quietLogger())
+	s, err := openSQLite(path, 100, quietLogger(), false)
 	if err != nil {
 		t.Fatalf("opening a version-1 database: %v", err)
 	}
@@ -80,7 +80,7 @@ func TestStore_RefusesNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = OpenStore(path, 100, quietLogger())
+	_, err = openSQLite(path, 100, quietLogger(), false)
 	if err == nil || !strings.Contains(err.Error(), "newer webim") {
 		t.Fatalf("opening a version-99 database: %v, want a refusal", err)
 	}

@@ -11,9 +11,9 @@ const offlineGrace = 90 * time.Second
 // presence tracks who is online: from login until logout, or until no poll of
 // theirs has been open for offlineGrace. Each change queues presence notices
 // for the user's online friends. It never waits on the writer while holding
-// its lock (goDo only queues), so the writer may ask isOnline at any time.
+// its lock (PresenceChanged only queues), so the writer may ask isOnline at any time.
 type presence struct {
-	store *Store
+	store Store
 	grace time.Duration
 
 	mu    sync.Mutex
@@ -34,7 +34,7 @@ type presenceState struct {
 	timerPending bool
 }
 
-func newPresence(store *Store, grace time.Duration) *presence {
+func newPresence(store Store, grace time.Duration) *presence {
 	return &presence{store: store, grace: grace, users: map[int64]*presenceState{}}
 }
 
@@ -162,21 +162,5 @@ func (p *presence) setOnlineLocked(st *presenceState, online bool) {
 		return
 	}
 	st.online = online
-	u := st.user
-	p.store.goDo(func(tx *writeTx) error {
-		friends, err := tx.friendIDs(u.ID)
-		if err != nil {
-			return err
-		}
-		for _, f := range friends {
-			if err := tx.notify(f, kindPresence, u.jsonWithPresence(online)); err != nil {
-				return err
-			}
-		}
-		if !online {
-			tx.forgetTail(u.ID)
-			return tx.dropNotices(u.ID)
-		}
-		return nil
-	})
+	p.store.PresenceChanged(st.user, online)
 }

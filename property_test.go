@@ -424,7 +424,7 @@ func runPropertySeed(t *testing.T, seed uint64, steps int) {
 			for i := range users {
 				checkRelations(i)
 			}
-			checkDBInvariants(t, ts.app.store.read)
+			ts.checkInvariants()
 		}
 	}
 
@@ -439,7 +439,7 @@ func runPropertySeed(t *testing.T, seed uint64, steps int) {
 			}
 		}
 	}
-	checkDBInvariants(t, ts.app.store.read)
+	ts.checkInvariants()
 	t.Logf("seed %d: %d steps, %d messages stored (%d files), %d friendships and %d blocks at the end", seed, steps, len(sent), len(fileMsgs), len(m.friends), len(m.blocks))
 }
 

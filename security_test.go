@@ -248,7 +248,7 @@ func TestSecurity_HostileInput(t *testing.T) {
 		t.Errorf("header with NUL answered %d", code)
 	}
 	alice.send(bob, "still working")
-	checkDBInvariants(t, ts.app.store.read)
+	ts.checkInvariants()
 }
 
 // rawHeaderLine sends a GET with one extra raw header line and returns the

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,14 +133,22 @@ func (s *Session) wakeParked() {
 // sessions keeps the live sessions in memory, so authenticating a request
 // reads no database; the database is the truth after a restart.
 type sessions struct {
-	store  *Store
+	store  Store
 	mu     sync.Mutex
 	byHash map[tokenHash]*Session
 	byUser map[int64]*Session
+	// logins serialises the logins and logouts of one user (by a stripe of
+	// its id), so that memory swaps sessions in the order the database
+	// committed them: of two racing logins, the later commit is live.
+	logins [64]sync.Mutex
 }
 
-func newSessions(store *Store) *sessions {
+func newSessions(store Store) *sessions {
 	return &sessions{store: store, byHash: map[tokenHash]*Session{}, byUser: map[int64]*Session{}}
+}
+
+func (m *sessions) loginLock(user int64) *sync.Mutex {
+	return &m.logins[uint64(user)%uint64(len(m.logins))]
 }
 
 // end closes s (once) and forgets it. Call with m.mu held.
@@ -171,52 +177,41 @@ func (m *sessions) newLive(h tokenHash, u User, lastSeen int64) *Session {
 }
 
 // Login starts a session for u, ending the user's previous one (its open
-// poll gets session_replaced), and returns its token. It also drops the
-// user's old notices: API.md does not redeliver them after a new login.
+// poll gets session_replaced), and returns its token.
 func (m *sessions) Login(ctx context.Context, u User) (token string, s *Session, replaced bool, err error) {
 	token, h, err := newToken()
 	if err != nil {
 		return "", nil, false, err
 	}
-	err = m.store.do(ctx, func(tx *writeTx) error {
-		now := unixMilli(tx.now)
-		if _, err := tx.exec(`UPDATE sessions SET replaced = 1 WHERE user_id = ? AND replaced = 0`, u.ID); err != nil {
-			return err
-		}
-		if _, err := tx.exec(`INSERT INTO sessions (token_hash, user_id, created_at, last_seen) VALUES (?, ?, ?, ?)`,
-			h[:], u.ID, now, now); err != nil {
-			return err
-		}
-		if err := tx.dropNotices(u.ID); err != nil {
-			return err
-		}
-		tx.onCommit(func() {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			if old := m.byUser[u.ID]; old != nil {
-				m.endLocked(old, errSessionReplaced)
-				replaced = true
-			}
-			s = m.newLive(h, u, now)
-		})
-		return nil
-	})
-	return token, s, replaced, err
+	lock := m.loginLock(u.ID)
+	lock.Lock()
+	defer lock.Unlock()
+	if err := m.store.StartSession(ctx, u.ID, h); err != nil {
+		return "", nil, false, err
+	}
+	now := unixMilli(m.store.Now())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.byUser[u.ID]; old != nil {
+		m.endLocked(old, errSessionReplaced)
+		replaced = true
+	}
+	s = m.newLive(h, u, now)
+	return token, s, replaced, nil
 }
 
 // Logout ends s and deletes it, so its token is unknown from now on.
 func (m *sessions) Logout(ctx context.Context, s *Session) error {
-	return m.store.do(ctx, func(tx *writeTx) error {
-		if _, err := tx.exec(`DELETE FROM sessions WHERE token_hash = ?`, s.hash[:]); err != nil {
-			return err
-		}
-		tx.onCommit(func() {
-			m.mu.Lock()
-			m.endLocked(s, errUnauthorized)
-			m.mu.Unlock()
-		})
-		return nil
-	})
+	lock := m.loginLock(s.User.ID)
+	lock.Lock()
+	defer lock.Unlock()
+	if err := m.store.EndSession(ctx, s.hash); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.endLocked(s, errUnauthorized)
+	m.mu.Unlock()
+	return nil
 }
 
 // Authenticate returns the live session for token, or errUnauthorized /
@@ -226,7 +221,7 @@ func (m *sessions) Authenticate(ctx context.Context, token string) (*Session, er
 	if !ok {
 		return nil, errUnauthorized
 	}
-	now := m.store.now()
+	now := m.store.Now()
 	m.mu.Lock()
 	s := m.byHash[h]
 	if s == nil {
@@ -234,7 +229,7 @@ func (m *sessions) Authenticate(ctx context.Context, token string) (*Session, er
 		// is held across the read so a login committing meanwhile cannot be
 		// overtaken by this older session being made live again.
 		var err error
-		s, err = m.loadLocked(ctx, h, now)
+		s, err = m.loadLocked(ctx, h)
 		if err != nil {
 			m.mu.Unlock()
 			return nil, err
@@ -243,10 +238,7 @@ func (m *sessions) Authenticate(ctx context.Context, token string) (*Session, er
 	if now.Sub(fromMilli(s.lastSeen.Load())) > sessionTTL {
 		m.endLocked(s, errUnauthorized)
 		m.mu.Unlock()
-		m.store.goDo(func(tx *writeTx) error {
-			_, err := tx.exec(`DELETE FROM sessions WHERE token_hash = ?`, h[:])
-			return err
-		})
+		m.store.ForgetSession(h)
 		return nil, errUnauthorized
 	}
 	m.mu.Unlock()
@@ -254,29 +246,22 @@ func (m *sessions) Authenticate(ctx context.Context, token string) (*Session, er
 	return s, nil
 }
 
-func (m *sessions) loadLocked(ctx context.Context, h tokenHash, now time.Time) (*Session, error) {
-	var u User
-	var lastSeen int64
-	var replaced, disabled bool
-	err := m.store.read.QueryRowContext(ctx, `SELECT u.id, u.username, u.display_name, u.disabled, s.last_seen, s.replaced
-		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?`, h[:]).
-		Scan(&u.ID, &u.Username, &u.DisplayName, &disabled, &lastSeen, &replaced)
+func (m *sessions) loadLocked(ctx context.Context, h tokenHash) (*Session, error) {
+	row, err := m.store.LoadSession(ctx, h)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, errUnauthorized
 	case err != nil:
 		return nil, err
-	case replaced:
+	case row.Replaced:
 		return nil, errSessionReplaced
-	case disabled:
+	case row.Disabled:
 		return nil, errUnauthorized
 	}
-	if old := m.byUser[u.ID]; old != nil {
+	if old := m.byUser[row.User.ID]; old != nil {
 		// Cannot happen while the database and memory agree; if they ever
 		// do not, the newer login in memory wins.
 		return nil, errSessionReplaced
 	}
-	return m.newLive(h, u, lastSeen), nil
+	return m.newLive(h, row.User, row.LastSeen), nil
 }
 
 // touch records a use of s, writing it through at most once per lastSeenEvery.
@@ -287,20 +272,13 @@ func (m *sessions) touch(s *Session, now time.Time) {
 	if time.Duration(ms-saved)*time.Millisecond < lastSeenEvery || !s.lastSaved.CompareAndSwap(saved, ms) {
 		return
 	}
-	h := s.hash
-	m.store.goDo(func(tx *writeTx) error {
-		_, err := tx.exec(`UPDATE sessions SET last_seen = max(last_seen, ?) WHERE token_hash = ?`, ms, h[:])
-		return err
-	})
+	m.store.SaveLastSeen(s.hash, ms)
 }
 
 // PruneExpired deletes sessions unused for sessionTTL (replaced ones too,
 // once their token would have expired anyway).
 func (m *sessions) PruneExpired(ctx context.Context) error {
-	return m.store.do(ctx, func(tx *writeTx) error {
-		_, err := tx.exec(`DELETE FROM sessions WHERE last_seen < ?`, unixMilli(tx.now.Add(-sessionTTL)))
-		return err
-	})
+	return m.store.PruneSessions(ctx, m.store.Now().Add(-sessionTTL))
 }
 
 // End ends every live session of user (account disabled or deleted).

@@ -17,14 +17,14 @@ import (
 // full or read-only disk would, until the returned func is called.
 func injectWriteFault(ts *testServer) (clear func()) {
 	fault := errors.New("injected: no space left on device")
-	ts.app.store.writeFault.Store(&fault)
-	return func() { ts.app.store.writeFault.Store(nil) }
+	ts.sqlite().writeFault.Store(&fault)
+	return func() { ts.sqlite().writeFault.Store(nil) }
 }
 
 func countRows(t testing.TB, ts *testServer, query string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := ts.app.store.read.QueryRow(query, args...).Scan(&n); err != nil {
+	if err := ts.sqlite().read.QueryRow(query, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return n
@@ -37,7 +37,7 @@ func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 	first := alice.send(bob, "before the fault")
 	carol.mustDo("POST", "/api/friends/"+alice.username+"/request", nil, http.StatusCreated)
 	messagesBefore := countRows(t, ts, `SELECT count(*) FROM messages`)
-	filesBefore, _ := os.ReadDir(ts.app.store.filesDir)
+	filesBefore, _ := os.ReadDir(ts.sqlite().filesDir)
 
 	clear := injectWriteFault(ts)
 	// Every kind of write answers 503 storage_unavailable, none a 500.
@@ -73,7 +73,7 @@ func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 	if n := countRows(t, ts, `SELECT count(*) FROM messages`); n != messagesBefore {
 		t.Fatalf("%d messages after failed writes, %d before", n, messagesBefore)
 	}
-	if files, _ := os.ReadDir(ts.app.store.filesDir); len(files) != len(filesBefore) {
+	if files, _ := os.ReadDir(ts.sqlite().filesDir); len(files) != len(filesBefore) {
 		t.Fatalf("failed upload left a file: %d files, %d before", len(files), len(filesBefore))
 	}
 	var f struct{ Friends, Incoming []userJSON }
@@ -96,7 +96,7 @@ func TestStorageFault_WritesAnswer503AndRecover(t *testing.T) {
 	alice.mustDo("POST", "/api/friends/"+carol.username+"/accept", nil, http.StatusOK)
 	bob.mustDo("POST", "/api/logout", nil, http.StatusNoContent)
 	bob.mustFail("GET", "/api/me", nil, http.StatusUnauthorized, "unauthorized")
-	checkDBInvariants(t, ts.app.store.read)
+	ts.checkInvariants()
 }
 
 // TestStorageFault_FlappingDiskNeverHalfWrites toggles the fault while many
@@ -119,15 +119,15 @@ func TestStorageFault_FlappingDiskNeverHalfWrites(t *testing.T) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
-				ts.app.store.writeFault.Store(nil)
+				ts.sqlite().writeFault.Store(nil)
 				return
 			case <-time.After(time.Duration(1+i%4) * time.Millisecond):
 			}
 			if i%2 == 0 {
 				fault := errors.New("injected: read-only file system")
-				ts.app.store.writeFault.Store(&fault)
+				ts.sqlite().writeFault.Store(&fault)
 			} else {
-				ts.app.store.writeFault.Store(nil)
+				ts.sqlite().writeFault.Store(nil)
 			}
 		}
 	}()
@@ -181,7 +181,7 @@ func TestStorageFault_FlappingDiskNeverHalfWrites(t *testing.T) {
 	if n := countRows(t, ts, `SELECT count(*) FROM messages`); int64(n) != created.Load() {
 		t.Errorf("%d messages stored, %d answered 201", n, created.Load())
 	}
-	checkDBInvariants(t, ts.app.store.read)
+	ts.checkInvariants()
 	t.Logf("%d sends stored, %d answered 503 and retried", created.Load(), failed.Load())
 }
 
@@ -197,7 +197,7 @@ func decodeInto(t testing.TB, data []byte, out any) {
 func TestWriteError_StorageFailureIs503(t *testing.T) {
 	ts := newTestServer(t)
 	// A real SQLITE_READONLY: the read pool is query_only.
-	_, err := ts.app.store.read.Exec(`DELETE FROM users`)
+	_, err := ts.sqlite().read.Exec(`DELETE FROM users`)
 	if err == nil || !isStorageFailure(err) {
 		t.Fatalf("want a storage failure from the read pool, got %v", err)
 	}

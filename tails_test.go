@@ -49,7 +49,7 @@ func TestTails_ReadAddTrim(t *testing.T) {
 // requests, checked after every batch.
 func TestTails_AgreeWithDatabase(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "t.db"), 1000, quietLogger())
+	s, err := openSQLite(filepath.Join(t.TempDir(), "t.db"), 1000, quietLogger(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

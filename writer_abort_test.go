@@ -14,7 +14,7 @@ import (
 // for changes that were in fact stored.
 func TestStore_AbortedTransactionFailsTheRestOfTheBatch(t *testing.T) {
 	ts := newTestServer(t)
-	s := ts.app.store
+	s := ts.sqlite()
 	ctx := t.Context()
 
 	// Hold the writer, so the next two ops share one batch.
@@ -73,7 +73,7 @@ func TestStore_AbortedTransactionFailsTheRestOfTheBatch(t *testing.T) {
 // statement (not the commit) is the server's trouble too: 503, not 500.
 func TestStore_StorageErrorInsideAnOpIs503(t *testing.T) {
 	ts := newTestServer(t)
-	s := ts.app.store
+	s := ts.sqlite()
 	err := s.do(t.Context(), func(tx *writeTx) error {
 		// SQLITE_READONLY from a real statement, as a remounted disk gives.
 		if _, err := tx.exec(`PRAGMA query_only = 1`); err != nil {

@@ -15,16 +15,8 @@ import (
 // queued) also writes a row of admin_events in the same transaction; the
 // server reads new rows every adminCheckEvery (App.applyAdminEvents).
 
-// adminUser is a row of "webim user list".
-type adminUser struct {
-	User
-	Created  time.Time
-	Disabled bool
-	Queued   int64 // uncleaned messages in the user's queue
-}
-
 // ListUsers returns every account, by username.
-func (s *Store) ListUsers(ctx context.Context) ([]adminUser, error) {
+func (s *sqliteStore) ListUsers(ctx context.Context) ([]adminUser, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT u.id, u.username, u.display_name, u.created_at, u.disabled,
 			(SELECT count(*) FROM queue q WHERE q.user_id = u.id AND q.kind = ?)
 		FROM users u ORDER BY u.username`, kindMessage)
@@ -65,7 +57,7 @@ func (tx *writeTx) endSessions(user int64) error {
 }
 
 // SetPassword replaces username's password hash and ends its sessions.
-func (s *Store) SetPassword(ctx context.Context, username, hash string) error {
+func (s *sqliteStore) SetPassword(ctx context.Context, username, hash string) error {
 	return s.do(ctx, func(tx *writeTx) error {
 		u, err := tx.userByName(username)
 		if err != nil {
@@ -84,7 +76,7 @@ func (s *Store) SetPassword(ctx context.Context, username, hash string) error {
 // SetDisabled disables username (ending its sessions; login answers
 // account_disabled) or enables it again. changed is false when it already
 // was so.
-func (s *Store) SetDisabled(ctx context.Context, username string, disabled bool) (changed bool, err error) {
+func (s *sqliteStore) SetDisabled(ctx context.Context, username string, disabled bool) (changed bool, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
 		u, err := tx.userByName(username)
 		if err != nil {
@@ -109,17 +101,11 @@ func (s *Store) SetDisabled(ctx context.Context, username string, disabled bool)
 	return changed, err
 }
 
-// deletedUser says what DeleteUser removed.
-type deletedUser struct {
-	Queued int64 // message events of the user's queue
-	Files  int   // uploads no other queue held any more
-}
-
 // DeleteUser removes username's account with its sessions, friendships,
 // friend requests and blocks (both ways), its queue, and every message (and
 // file) no other queue holds any more. Messages it sent stay in their
 // recipients' queues: they carry the sender's name.
-func (s *Store) DeleteUser(ctx context.Context, username string) (deletedUser, error) {
+func (s *sqliteStore) DeleteUser(ctx context.Context, username string) (deletedUser, error) {
 	var d deletedUser
 	err := s.do(ctx, func(tx *writeTx) error {
 		d = deletedUser{}
@@ -146,8 +132,9 @@ func (s *Store) DeleteUser(ctx context.Context, username string) (deletedUser, e
 	return d, err
 }
 
-// adminEventsAfter returns the admin events after id, oldest first.
-func (s *Store) adminEventsAfter(ctx context.Context, id int64) ([]adminEventRow, error) {
+// AdminEventsAfter returns the admin events after id, oldest first. The
+// queued gauge moves by what they removed: the command's process kept its own.
+func (s *sqliteStore) AdminEventsAfter(ctx context.Context, id int64) ([]adminEventRow, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT id, user_id, queued_delta FROM admin_events WHERE id > ? ORDER BY id`, id)
 	if err != nil {
 		return nil, err
@@ -161,33 +148,24 @@ func (s *Store) adminEventsAfter(ctx context.Context, id int64) ([]adminEventRow
 		}
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, e := range out {
+		s.queued.Add(e.QueuedDelta)
+	}
+	return out, nil
 }
 
-// lastAdminEvent is the id of the newest admin event, 0 for none.
-func (s *Store) lastAdminEvent(ctx context.Context) (int64, error) {
+// LastAdminEvent is the id of the newest admin event, 0 for none.
+func (s *sqliteStore) LastAdminEvent(ctx context.Context) (int64, error) {
 	var id sql.NullInt64
 	err := s.read.QueryRowContext(ctx, `SELECT max(id) FROM admin_events`).Scan(&id)
 	return id.Int64, err
 }
 
-// adminEventRow is a row of admin_events: user's sessions are gone, and the
-// queues changed by QueuedDelta messages.
-type adminEventRow struct {
-	ID, User, QueuedDelta int64
-}
-
-// storeStats are the numbers of "webim stats" that the file tells.
-type storeStats struct {
-	Users, Disabled int64
-	Queued          int64 // uncleaned messages over all queues
-	DBBytes         int64 // the database with its WAL
-	Files           int64
-	FilesBytes      int64
-}
-
 // Stats counts accounts and queued messages and sizes the files.
-func (s *Store) Stats(ctx context.Context) (storeStats, error) {
+func (s *sqliteStore) Stats(ctx context.Context) (storeStats, error) {
 	var st storeStats
 	err := s.read.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(disabled), 0), (SELECT count(*) FROM queue WHERE kind = ?) FROM users`,
 		kindMessage).Scan(&st.Users, &st.Disabled, &st.Queued)

@@ -12,7 +12,7 @@ import (
 func TestCheckpointerKeepsTheWALBounded(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/w.db"
-	s, err := OpenStore(path, defaultMaxQueue, quietLogger())
+	s, err := openSQLite(path, defaultMaxQueue, quietLogger(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

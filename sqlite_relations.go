@@ -101,7 +101,7 @@ func (tx *writeTx) notify(other int64, kind int, me userJSON) error {
 
 // RequestFriend asks the user named to to be friends with me. If they had
 // already asked me, the two become friends at once (completed = true).
-func (s *Store) RequestFriend(ctx context.Context, me User, to string) (other User, completed bool, err error) {
+func (s *sqliteStore) RequestFriend(ctx context.Context, me User, to string) (other User, completed bool, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
 		other, err = tx.userByName(to)
 		if err != nil {
@@ -137,7 +137,7 @@ func (s *Store) RequestFriend(ctx context.Context, me User, to string) (other Us
 }
 
 // AcceptFriend accepts the pending request from the user named from.
-func (s *Store) AcceptFriend(ctx context.Context, me User, from string) (other User, err error) {
+func (s *sqliteStore) AcceptFriend(ctx context.Context, me User, from string) (other User, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
 		other, err = tx.userByName(from)
 		if err != nil {
@@ -163,7 +163,7 @@ func (s *Store) AcceptFriend(ctx context.Context, me User, from string) (other U
 
 // RefuseFriend refuses the pending request from the user named from; they
 // may ask again later.
-func (s *Store) RefuseFriend(ctx context.Context, me User, from string) (other User, err error) {
+func (s *sqliteStore) RefuseFriend(ctx context.Context, me User, from string) (other User, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
 		other, err = tx.userByName(from)
 		if err != nil {
@@ -183,7 +183,7 @@ func (s *Store) RefuseFriend(ctx context.Context, me User, from string) (other U
 
 // RemoveFriend ends a friendship with, or withdraws my request to, the user
 // named name.
-func (s *Store) RemoveFriend(ctx context.Context, me User, name string) error {
+func (s *sqliteStore) RemoveFriend(ctx context.Context, me User, name string) error {
 	return s.do(ctx, func(tx *writeTx) error {
 		other, err := tx.userByName(name)
 		if err != nil {
@@ -209,7 +209,7 @@ func (s *Store) RemoveFriend(ctx context.Context, me User, name string) error {
 
 // Block blocks the user named name: any friendship and requests between us
 // end, and they can no longer ask or message me. Blocking twice is no error.
-func (s *Store) Block(ctx context.Context, me User, name string) (other User, err error) {
+func (s *sqliteStore) Block(ctx context.Context, me User, name string) (other User, err error) {
 	err = s.do(ctx, func(tx *writeTx) error {
 		other, err = tx.userByName(name)
 		if err != nil {
@@ -236,7 +236,7 @@ func (s *Store) Block(ctx context.Context, me User, name string) (other User, er
 }
 
 // Unblock lifts my block of the user named name; friendship is not restored.
-func (s *Store) Unblock(ctx context.Context, me User, name string) error {
+func (s *sqliteStore) Unblock(ctx context.Context, me User, name string) error {
 	return s.do(ctx, func(tx *writeTx) error {
 		other, err := tx.userByName(name)
 		if err != nil {
@@ -254,7 +254,7 @@ type Friends struct {
 }
 
 // FriendsOf reads me's friends and pending requests, each ordered by username.
-func (s *Store) FriendsOf(ctx context.Context, me int64) (Friends, error) {
+func (s *sqliteStore) FriendsOf(ctx context.Context, me int64) (Friends, error) {
 	var f Friends
 	var err error
 	if f.Friends, err = s.usersWhere(ctx, `SELECT u.id, u.username, u.display_name FROM friendships x
@@ -271,7 +271,7 @@ func (s *Store) FriendsOf(ctx context.Context, me int64) (Friends, error) {
 }
 
 // BlockedBy lists the users me has blocked, ordered by username.
-func (s *Store) BlockedBy(ctx context.Context, me int64) ([]User, error) {
+func (s *sqliteStore) BlockedBy(ctx context.Context, me int64) ([]User, error) {
 	return s.usersWhere(ctx, `SELECT u.id, u.username, u.display_name FROM blocks x
 		JOIN users u ON u.id = x.blocked_id WHERE x.blocker_id = ? ORDER BY u.username`, me)
 }
@@ -294,7 +294,7 @@ func (tx *writeTx) friendIDs(me int64) ([]int64, error) {
 	return ids, rows.Err()
 }
 
-func (s *Store) usersWhere(ctx context.Context, query string, args ...any) ([]User, error) {
+func (s *sqliteStore) usersWhere(ctx context.Context, query string, args ...any) ([]User, error) {
 	rows, err := s.read.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err

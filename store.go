@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Store is the contract between the server and a storage engine. Two engines
+// implement it: SQLite (sqlite*.go, the default, one file beside the binary)
+// and PostgreSQL (postgres*.go, chosen by a postgres:// URL, shared by several
+// nodes). Everything above this line of the code — handlers, sessions,
+// presence, the admin commands — sees only this interface, so an engine
+// difference is never an if outside the engine's own files.
+//
+// Every write method returns only once its change is durable (committed and
+// fsync'd), or with an error after which nothing of it is stored. Errors are
+// webim's own sentinels (errors.go) for what the client did wrong, and
+// errStorage (wrapped) when the database failed: the client may retry.
+type Store interface {
+	// Wire connects the server's in-memory parts before it serves: onCommit
+	// is told which users' queues a commit added events to (their polls
+	// wake); isOnline says whether a user can get transient notices, which
+	// are only written for those who can. Neither may wait on the store.
+	Wire(onCommit func(users []int64), isOnline func(user int64) bool)
+	// Now is the store's clock; SetClock replaces it (tests).
+	Now() time.Time
+	SetClock(now func() time.Time)
+	Ping(ctx context.Context) error
+	// Close commits what is pending and releases the database.
+	Close() error
+
+	// Accounts.
+	CreateUser(ctx context.Context, username, displayName, passwordHash string) (User, error)
+	AccountByName(ctx context.Context, username string) (account, error)
+	SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]DirectoryEntry, error)
+
+	// Sessions. StartSession stores a new session for user, marks every
+	// older one replaced and drops the user's transient notices (API.md does
+	// not redeliver them after a new login), in one commit.
+	StartSession(ctx context.Context, user int64, h tokenHash) error
+	// EndSession deletes a session, so its token is unknown from then on.
+	EndSession(ctx context.Context, h tokenHash) error
+	// ForgetSession is EndSession without waiting (an expired token).
+	ForgetSession(h tokenHash)
+	LoadSession(ctx context.Context, h tokenHash) (storedSession, error)
+	// SaveLastSeen records a session's last use without waiting.
+	SaveLastSeen(h tokenHash, unixMs int64)
+	PruneSessions(ctx context.Context, unusedSince time.Time) error
+
+	// Queues.
+	SendMessage(ctx context.Context, sender User, to, body, clientMsgID string, file *newFile) (msg Message, created bool, err error)
+	// EventsAfter returns up to limit events of user's queue with seq >
+	// cursor, oldest first.
+	EventsAfter(ctx context.Context, user, cursor int64, limit int) ([]Event, error)
+	// RecentEvents answers a poll from memory when the engine can (ok false:
+	// ask EventsAfter); RequestTail asks it to start keeping user's recent
+	// events there.
+	RecentEvents(user, cursor int64, limit int) (events []Event, ok bool)
+	RequestTail(user int64)
+	// Clean deletes every event of user's queue with seq <= upto, and the
+	// messages (and files) no queue holds any more; it returns how many
+	// message events went.
+	Clean(ctx context.Context, user, upto int64) (removed int64, err error)
+	LastSeq(ctx context.Context, user int64) (int64, error)
+	// QueuedMessages counts uncleaned message events over all queues.
+	QueuedMessages() int64
+	// PresenceChanged queues, without waiting, a presence notice for each
+	// online friend of u and, when u went offline, drops u's own notices.
+	PresenceChanged(u User, online bool)
+
+	// Relations.
+	RequestFriend(ctx context.Context, me User, to string) (other User, completed bool, err error)
+	AcceptFriend(ctx context.Context, me User, from string) (User, error)
+	RefuseFriend(ctx context.Context, me User, from string) (User, error)
+	RemoveFriend(ctx context.Context, me User, name string) error
+	Block(ctx context.Context, me User, name string) (User, error)
+	Unblock(ctx context.Context, me User, name string) error
+	FriendsOf(ctx context.Context, me int64) (Friends, error)
+	BlockedBy(ctx context.Context, me int64) ([]User, error)
+
+	// Files. SaveUpload stores an upload durably before its message is sent;
+	// the caller removes it with RemoveUpload if the message is not stored.
+	SaveUpload(r io.Reader, name string, maxSize int64) (*newFile, error)
+	RemoveUpload(f *newFile)
+	// OpenFile opens file id for user if they may download it (they sent or
+	// received a message that some queue still holds); anyone else gets
+	// errNotFound.
+	OpenFile(ctx context.Context, user, id int64) (FileInfo, io.ReadSeekCloser, error)
+
+	// Administration (admin.go). Each change a running server must act on
+	// also writes an admin event in the same commit.
+	ListUsers(ctx context.Context) ([]adminUser, error)
+	SetPassword(ctx context.Context, username, hash string) error
+	SetDisabled(ctx context.Context, username string, disabled bool) (changed bool, err error)
+	DeleteUser(ctx context.Context, username string) (deletedUser, error)
+	// AdminEventsAfter returns the admin events after id, oldest first, and
+	// accounts for what they changed in QueuedMessages.
+	AdminEventsAfter(ctx context.Context, id int64) ([]adminEventRow, error)
+	LastAdminEvent(ctx context.Context) (int64, error)
+	Stats(ctx context.Context) (storeStats, error)
+}
+
+// storedSession is a session row as Authenticate needs it.
+type storedSession struct {
+	User     User
+	LastSeen int64 // Unix ms
+	Replaced bool
+	Disabled bool
+}
+
+// adminUser is a row of "webim user list".
+type adminUser struct {
+	User
+	Created  time.Time
+	Disabled bool
+	Queued   int64 // uncleaned messages in the user's queue
+}
+
+// deletedUser is what a deletion removed.
+type deletedUser struct {
+	Queued int64 // the user's uncleaned messages
+	Files  int   // files no other queue held
+}
+
+// adminEventRow is a row of admin_events: user's sessions are gone, and the
+// queues changed by QueuedDelta messages.
+type adminEventRow struct {
+	ID, User, QueuedDelta int64
+}
+
+// storeStats are the numbers of "webim stats" that the database tells.
+type storeStats struct {
+	Users, Disabled int64
+	Queued          int64 // uncleaned messages over all queues
+	DBBytes         int64 // the database (with its WAL, on SQLite)
+	Files           int64
+	FilesBytes      int64
+}
