@@ -176,15 +176,6 @@ func (c *client) uploadTo(to *client, name, content string) Message {
 	return out.Message
 }
 
-func storedFiles(t *testing.T, ts *testServer) int {
-	t.Helper()
-	entries, err := os.ReadDir(ts.cfg.DBPath + ".files")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 func TestAdmin_DeleteUser(t *testing.T) {
 	ts := newTestServer(t)
 	alice := ts.userFromShell("alice", "alice password")
@@ -202,7 +193,7 @@ func TestAdmin_DeleteUser(t *testing.T) {
 	// These stay in both queues.
 	kept := alice.uploadTo(bob, "kept.txt", "bob keeps this")
 	alice.send(bob, "hello bob")
-	if n := storedFiles(t, ts); n != 2 {
+	if n := ts.storedFiles(); n != 2 {
 		t.Fatalf("%d stored files, want 2", n)
 	}
 	if mine := alice.messages(); len(mine) != 3 || mine[0].ID != gone.ID {
@@ -219,7 +210,7 @@ func TestAdmin_DeleteUser(t *testing.T) {
 
 	// The file only alice's queue held is gone, from the table and the disk;
 	// what bob still holds stays readable.
-	if n := storedFiles(t, ts); n != 1 {
+	if n := ts.storedFiles(); n != 1 {
 		t.Fatalf("%d stored files after delete, want 1", n)
 	}
 	got := bob.messages()

@@ -107,9 +107,8 @@ func TestFiles_UploadDownloadAccess(t *testing.T) {
 	if resp, data := bob.download(msg.File.URL); resp.StatusCode != 200 || !bytes.Equal(data, pngBytes) {
 		t.Fatalf("after restart: %d", resp.StatusCode)
 	}
-	stored := ts.filesIn()
-	if len(stored) != 1 {
-		t.Fatalf("files folder holds %v", stored)
+	if stored := ts.storedFiles(); stored != 1 {
+		t.Fatalf("%d files stored, want 1", stored)
 	}
 
 	// The recipient cleans: the sender's queue still holds it, so both
@@ -125,8 +124,8 @@ func TestFiles_UploadDownloadAccess(t *testing.T) {
 		resp, data := c.download(msg.File.URL)
 		checkError(t, resp, data, http.StatusNotFound, errorCode(data))
 	}
-	if left := ts.filesIn(); len(left) != 0 {
-		t.Fatalf("files folder still holds %v after both cleaned", left)
+	if left := ts.storedFiles(); left != 0 {
+		t.Fatalf("%d files still stored after both cleaned", left)
 	}
 }
 
@@ -226,7 +225,7 @@ func TestFiles_Rejects(t *testing.T) {
 	if after := queueState(alice) + "|" + queueState(bob); after != before {
 		t.Fatalf("refused uploads changed the queues:\n%s\n%s", before, after)
 	}
-	if stored := ts.filesIn(); len(stored) != 1 {
+	if stored := ts.storedFiles(); stored != 1 {
 		t.Fatalf("files folder holds %v, want only the accepted upload", stored)
 	}
 
@@ -245,7 +244,7 @@ func TestFiles_Rejects(t *testing.T) {
 	if first.Message.ID != again.Message.ID || *first.Message.File != *again.Message.File {
 		t.Fatalf("repeat answered %+v, want %+v", again.Message, first.Message)
 	}
-	if stored := ts.filesIn(); len(stored) != 2 {
+	if stored := ts.storedFiles(); stored != 2 {
 		t.Fatalf("files folder holds %v, want 2", stored)
 	}
 	if got := bob.messages(); len(got) != 2 || got[0].ID != ok.ID || got[1].ID != first.Message.ID {
@@ -268,7 +267,7 @@ func TestFiles_DefaultSizeLimit(t *testing.T) {
 	}
 	resp, data := alice.upload([][2]string{{"to", bob.username}, {"file", ""}}, "more.bin", "", append(exact, 1))
 	checkError(t, resp, data, http.StatusRequestEntityTooLarge, "too_large")
-	if stored := ts.filesIn(); len(stored) != 1 {
+	if stored := ts.storedFiles(); stored != 1 {
 		t.Fatalf("files folder holds %v", stored)
 	}
 }

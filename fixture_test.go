@@ -10,7 +10,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -332,16 +331,12 @@ func hasNull(v any) bool {
 	return false
 }
 
-// filesIn lists the stored files of ts's database.
-func (ts *testServer) filesIn() []string {
+// storedFiles counts the files ts's store holds.
+func (ts *testServer) storedFiles() int64 {
 	ts.t.Helper()
-	entries, err := os.ReadDir(ts.cfg.DBPath + ".files")
+	st, err := ts.app.store.Stats(context.Background())
 	if err != nil {
 		ts.t.Fatal(err)
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+	return st.Files
 }

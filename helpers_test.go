@@ -8,14 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// testServer is the real App behind a real HTTP server, on a SQLite file in
-// the test's temp dir.
+// testServer is the real App behind a real HTTP server, on a fresh database
+// of the current engine pass (engine_test.go).
 type testServer struct {
 	t      testing.TB
 	cfg    Config
@@ -46,7 +45,7 @@ func newTestServer(t testing.TB, opts ...func(*Config)) *testServer {
 func newTestServerHooked(t testing.TB, hook func(*App), opts ...func(*Config)) *testServer {
 	t.Helper()
 	cfg := Config{
-		DBPath:          filepath.Join(t.TempDir(), "webim.db"),
+		DBPath:          engineDB(t),
 		MaxFileSize:     defaultMaxFileSize,
 		MaxQueue:        defaultMaxQueue,
 		RateLimitExempt: loopbackOnly,

@@ -228,7 +228,7 @@ func TestMessages_QueueCap(t *testing.T) {
 	// A file to a full queue is refused the same way, its bytes not kept.
 	resp, data := alice.upload([][2]string{{"to", bob.username}, {"file", ""}}, "f.txt", "", []byte("bytes"))
 	checkError(t, resp, data, http.StatusConflict, "queue_full")
-	if stored := ts.filesIn(); len(stored) != 0 {
+	if stored := ts.storedFiles(); stored != 0 {
 		t.Fatalf("a refused upload left %v", stored)
 	}
 	if after := queueState(alice) + "|" + queueState(bob); after != before {
