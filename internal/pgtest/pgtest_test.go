@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,6 +173,31 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 	}
 	if _, err := os.Stat(the.dir); err != nil {
 		t.Fatalf("removeStale took the live cluster's dir: %v", err)
+	}
+}
+
+// TestStaleRunningClusterStopped covers a postmaster that outlived its
+// owner anyway (its parent-death signal lost): removeStale stops it.
+func TestStaleRunningClusterStopped(t *testing.T) {
+	NewDatabase(t)
+	c, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(c.dir)
+	// No process has a pid this large (pid_max is at most 2^22).
+	if err := os.WriteFile(filepath.Join(c.dir, ownerFile), []byte("999999999 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removeStale(the)
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		c.stop("immediate")
+		t.Fatal("removeStale left the stale postmaster running")
+	}
+	if _, err := os.Stat(c.dir); !os.IsNotExist(err) {
+		t.Fatalf("stale dir %s not removed: %v", c.dir, err)
 	}
 }
 
