@@ -24,6 +24,9 @@
 // Restart, StopServer and StartServer are faults for tests of how the
 // server's clients behave: the port and data dir stay the same, so URLs
 // taken before stay valid.
+//
+// PGTEST_VERBOSE=1 prints the cluster's port and start time on stderr; its
+// server log is data/server.log in a temp dir named wpg*.
 package pgtest
 
 import (
