@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ func openShared(db string, log *slog.Logger) (Store, error) {
 }
 
 func openStore(db string, maxQueue int, log *slog.Logger, shared bool) (Store, error) {
+	if isPostgresURL(db) {
+		return nil, errors.New("the PostgreSQL engine is not in this build yet")
+	}
 	return openSQLite(db, maxQueue, log, shared)
 }
 
