@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -42,7 +43,7 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	t0 := time.Now()
 	bin := buildWebim(t)
 	t.Logf("%v built", time.Since(t0))
-	dbPath := filepath.Join(t.TempDir(), "webim.db")
+	dbPath := engineDB(t)
 	args := []string{"-addr", "127.0.0.1:0", "-db", dbPath, "-rate-limit-exempt", "127.0.0.0/8"}
 	p := startWebim(t, bin, args...)
 	args[1] = p.addr // restarts reuse the port, so clients need not be told
@@ -297,7 +298,7 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 		t.Errorf("exit code %d after SIGTERM\n%s", code, p.log())
 	}
 	t.Logf("%v stopped", time.Since(t0))
-	db := openSQLiteForCheck(t, dbPath)
+	db := openCheckDB(t, dbPath)
 	checkDBInvariants(t, db)
 	t.Logf("%v checked", time.Since(t0))
 	// Text messages are never cleaned by their senders: each is stored
@@ -313,6 +314,18 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	if want := len(acks) - files; stored != want || senderCopies != want {
 		t.Errorf("database holds %d text messages and %d sender copies; senders had %d confirmed", stored, senderCopies, want)
 	}
+	fileRows := checkFileBytes(t, db, dbPath)
+	t.Logf("%d kill -9 cycles; %d messages confirmed, %d of them files (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans by recipients, %d by uploaders; %d files deleted by both cleaning, %d left",
+		cycles, len(acks), files, retried.Load(), answered200.Load(), total, cleans.Load(), senderCleans.Load(), filesGone, fileRows)
+}
+
+// crashFileContent is the bytes of the crash test's file named cid.
+func crashFileContent(cid string) []byte { return bytes.Repeat([]byte(cid+"\n"), 100) }
+
+// checkFileBytes checks that every file row has its bytes, of its size, and
+// that no bytes are left that no row names; it returns the number of rows.
+func checkFileBytes(t *testing.T, db *sql.DB, dbPath string) int {
+	t.Helper()
 	rows, err := db.Query(`SELECT storage_name, size FROM files`)
 	if err != nil {
 		t.Fatal(err)
@@ -331,9 +344,5 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	if entries, err := os.ReadDir(dbPath + ".files"); err != nil || len(entries) != fileRows {
 		t.Errorf("files folder holds %d files, the database names %d (%v)", len(entries), fileRows, err)
 	}
-	t.Logf("%d kill -9 cycles; %d messages confirmed, %d of them files (%d needed a retry, %d of those answered 200 as already stored); %d delivered; %d cleans by recipients, %d by uploaders; %d files deleted by both cleaning, %d left",
-		cycles, len(acks), files, retried.Load(), answered200.Load(), total, cleans.Load(), senderCleans.Load(), filesGone, fileRows)
+	return fileRows
 }
-
-// crashFileContent is the bytes of the crash test's file named cid.
-func crashFileContent(cid string) []byte { return bytes.Repeat([]byte(cid+"\n"), 100) }
