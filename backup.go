@@ -49,6 +49,9 @@ func runBackup(ctx context.Context, args []string, env cmdEnv) error {
 		fs.Usage()
 		return errors.New("backup: want exactly one FILE to write")
 	}
+	if err := checkBackupable(*dbPath); err != nil {
+		return err
+	}
 	res, err := Backup(ctx, *dbPath, fs.Arg(0))
 	if err != nil {
 		return err

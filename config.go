@@ -72,7 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	var c Config
 	var maxFile, maxQueue, exempt, proxies, acmeDomains, signup string
 	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
-	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file (WEBIM_DB)")
+	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file, or a postgres:// URL for PostgreSQL (WEBIM_DB; keep a password in PGPASSWORD or ~/.pgpass rather than here)")
 	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
 	fs.StringVar(&maxQueue, "max-queue", env("WEBIM_MAX_QUEUE", strconv.Itoa(defaultMaxQueue)), "most uncleaned messages a queue holds (WEBIM_MAX_QUEUE)")
 	fs.StringVar(&exempt, "rate-limit-exempt", env("WEBIM_RATE_LIMIT_EXEMPT", ""), "comma-separated CIDRs exempt from rate limits (WEBIM_RATE_LIMIT_EXEMPT)")
@@ -96,6 +96,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkDB(c.DBPath); err != nil {
+		return c, err
 	}
 	var err error
 	if c.MaxFileSize, err = parseSize(maxFile); err != nil || c.MaxFileSize <= 0 {

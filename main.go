@@ -42,6 +42,9 @@ func exitCode(err error) int {
 	if errors.Is(err, errHelpShown) {
 		return 0
 	}
+	if errors.As(err, new(usageError)) {
+		return 2
+	}
 	return 1
 }
 
@@ -112,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if cfg.PprofAddr != "" {
 		defer startPprof(cfg.PprofAddr, log).Close()
 	}
-	log.Info("webim listening", "addr", lns.main.Addr().String(), "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", cfg.DBPath, "version", version)
+	log.Info("webim listening", "addr", lns.main.Addr().String(), "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", redactDB(cfg.DBPath), "version", version)
 	if ready != nil {
 		ready <- lns.main.Addr().String()
 	}
