@@ -92,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
+	// Compress the page while the listeners open, not on the first visit.
+	go staticAssets()
 	lns, err := listen(cfg, log)
 	if err != nil {
 		app.Close()
