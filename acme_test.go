@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -165,6 +166,12 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("health: %d", resp.StatusCode)
+			}
+			if v := resp.Header.Get("Strict-Transport-Security"); v != "max-age=63072000" {
+				t.Errorf("HTTPS with an ACME certificate: Strict-Transport-Security %q", v)
+			}
+			if s := resp.TLS.CipherSuite; resp.TLS.Version == tls.VersionTLS12 && !slices.Contains(tls12Suites, s) {
+				t.Errorf("ACME HTTPS negotiated %s", tls.CipherSuiteName(s))
 			}
 			leaf := resp.TLS.PeerCertificates[0]
 			if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != acmeTestDomain {

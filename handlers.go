@@ -108,6 +108,7 @@ var (
 	headerNoReferrer = []string{"no-referrer"}
 	headerDeny       = []string{"DENY"}
 	headerNoStore    = []string{"no-store"}
+	headerHSTS       = []string{hstsMaxAge}
 )
 
 func (a *App) withCommonHeaders(next http.Handler) http.Handler {
@@ -120,6 +121,10 @@ func (a *App) withCommonHeaders(next http.Handler) http.Handler {
 		h["X-Frame-Options"] = headerDeny
 		if strings.HasPrefix(r.URL.Path, "/api/") || r.URL.Path == "/metrics" {
 			h["Cache-Control"] = headerNoStore
+		}
+		if r.TLS != nil {
+			// Only on webim's own HTTPS: behind a proxy the proxy decides.
+			h["Strict-Transport-Security"] = headerHSTS
 		}
 		next.ServeHTTP(w, r)
 	})
