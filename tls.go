@@ -94,11 +94,15 @@ type listeners struct {
 	plnLn net.Listener
 }
 
-// listen opens cfg's listeners and prepares their TLS.
-func listen(cfg Config, log *slog.Logger) (*listeners, error) {
+// listen opens cfg's listeners and prepares their TLS; lim, if not nil,
+// caps the connections of both.
+func listen(cfg Config, log *slog.Logger, lim *connLimiter) (*listeners, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if lim != nil {
+		ln = lim.wrap(ln)
 	}
 	l := &listeners{main: ln}
 	_, httpsPort, _ := net.SplitHostPort(ln.Addr().String())
@@ -132,6 +136,9 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("-http-addr: %w", err)
+		}
+		if lim != nil {
+			pln = lim.wrap(pln)
 		}
 		l.plnLn = pln
 		next := plain
