@@ -201,6 +201,25 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 				conn.Close()
 				t.Fatal("handshake for a name outside -acme-domain succeeded")
 			}
+			if challenge != "tls-alpn-01" {
+				return
+			}
+			// A backup restored elsewhere serves the certificate it holds,
+			// with the CA out of reach: nothing is asked again.
+			restored := filepath.Join(t.TempDir(), "restored.db")
+			if _, _, err := runCmd(t, "backup", "-db", dbPath, restored); err != nil {
+				t.Fatal(err)
+			}
+			r2 := runInProcess(t, "-addr", "127.0.0.1:0", "-http-addr", freeLoopbackAddr(t), "-db", restored,
+				"-acme-domain", acmeTestDomain, "-acme-ca", "https://127.0.0.1:1/dir", "-acme-ca-root", p.rootFile)
+			conn, err = tls.Dial("tcp", r2.addr, &tls.Config{RootCAs: p.roots(), ServerName: acmeTestDomain})
+			if err != nil {
+				t.Fatalf("handshake with the restored server: %v\nserver log:\n%s", err, r2.stderr.String())
+			}
+			if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(leaf.SerialNumber) != 0 {
+				t.Errorf("the restored server serves certificate %v, not the backed-up %v", got, leaf.SerialNumber)
+			}
+			conn.Close()
 		})
 	}
 }
