@@ -37,6 +37,7 @@ func (a *App) routes() http.Handler {
 	handle("POST /api/login", a.handleLogin)
 	authed("POST /api/logout", a.handleLogout)
 	authed("GET /api/me", a.handleMe)
+	handle("GET /api/session", a.handleSession)
 	authed("GET /api/users", a.handleUsers)
 	authed("GET /api/friends", a.handleFriends)
 	authed("POST /api/friends/{username}/request", a.handleFriendRequest)
