@@ -30,7 +30,9 @@ func TestSession_UserOrNullNever401(t *testing.T) {
 	check("cookie", ts.anon(), alice.withCookie(""), alice.username)
 	check("no credentials", ts.anon(), nil, "")
 	check("malformed", ts.anon(), func(r *http.Request) { r.Header.Set("Authorization", "Basic eA==") }, "")
-	check("unknown", ts.anon(), func(r *http.Request) { r.Header.Set("Authorization", "Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") }, "")
+	check("unknown", ts.anon(), func(r *http.Request) {
+		r.Header.Set("Authorization", "Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	}, "")
 	old := alice.token
 	alice.login()
 	check("replaced", ts.anon(), func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+old) }, "")
