@@ -306,7 +306,7 @@ func TestCrash_KillDashNineKeepsEvery201(t *testing.T) {
 	// and no file is left that no row names.
 	var stored, dupCIDs, senderCopies int
 	db.QueryRow(`SELECT count(*) FROM messages WHERE file_id IS NULL`).Scan(&stored)
-	db.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY sender_id, body HAVING count(*) > 1)`).Scan(&dupCIDs)
+	db.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY sender_id, body HAVING count(*) > 1) AS x`).Scan(&dupCIDs)
 	db.QueryRow(`SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.user_id = m.sender_id AND m.file_id IS NULL`).Scan(&senderCopies)
 	if dupCIDs != 0 {
 		t.Errorf("%d messages were stored more than once", dupCIDs)
