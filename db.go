@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -24,8 +25,47 @@ func openShared(db string, log *slog.Logger) (Store, error) {
 	return openStore(db, defaultMaxQueue, log, true)
 }
 
+// openStore is the one place that tells the engines apart.
 func openStore(db string, maxQueue int, log *slog.Logger, shared bool) (Store, error) {
+	if isPostgresURL(db) {
+		return openPostgres(db, maxQueue, log, shared)
+	}
 	return openSQLite(db, maxQueue, log, shared)
+}
+
+// redactDBURL is db fit for logs and errors: a PostgreSQL URL's password
+// becomes xxxxx (a SQLite path is returned as it is).
+func redactDBURL(db string) string {
+	if !isPostgresURL(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		// Unparsable: keep only what surely holds no password.
+		scheme, _, _ := strings.Cut(db, "://")
+		return scheme + "://(unparsable URL)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// urlPassword is the password a PostgreSQL URL carries, "" for none.
+func urlPassword(db string) string {
+	u, err := url.Parse(db)
+	if err != nil {
+		return ""
+	}
+	if p, ok := u.User.Password(); ok {
+		return p
+	}
+	return u.Query().Get("password")
 }
 
 func dedupe(ids []int64) []int64 {
