@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -31,6 +32,16 @@ func openStore(db string, maxQueue int, log *slog.Logger, shared bool) (Store, e
 		return openPostgres(db, maxQueue, log, shared)
 	}
 	return openSQLite(db, maxQueue, log, shared)
+}
+
+// dbExists reports (as os.Stat would) whether the SQLite file exists; a
+// PostgreSQL database is the server's to judge, when it is opened.
+func dbExists(db string) error {
+	if isPostgresURL(db) {
+		return nil
+	}
+	_, err := os.Stat(db)
+	return err
 }
 
 // redactDBURL is db fit for logs and errors: a PostgreSQL URL's password
