@@ -33,6 +33,9 @@ func (s *pgStore) CreateUser(ctx context.Context, username, displayName, passwor
 // AccountByName returns the account for login, or errNoSuchUser.
 func (s *pgStore) AccountByName(ctx context.Context, username string) (account, error) {
 	var a account
+	if !pgText(username) {
+		return a, errNoSuchUser
+	}
 	err := s.pool.QueryRow(ctx, `SELECT id, username, display_name, password_hash, disabled
 		FROM users WHERE username = $1`, username).
 		Scan(&a.ID, &a.Username, &a.DisplayName, &a.PasswordHash, &a.Disabled)
@@ -42,6 +45,9 @@ func (s *pgStore) AccountByName(ctx context.Context, username string) (account, 
 // userByName looks a user up inside a write transaction.
 func (tx *pgTx) userByName(username string) (User, error) {
 	u := User{Username: username}
+	if !pgText(username) {
+		return u, errNoSuchUser
+	}
 	err := tx.queryRow(`SELECT id, display_name FROM users WHERE username = $1`, username).Scan(&u.ID, &u.DisplayName)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, errNoSuchUser
@@ -53,6 +59,10 @@ func (tx *pgTx) userByName(username string) (User, error) {
 // (case-insensitively), excluding the caller, ordered by username. The
 // comparisons are bytewise (COLLATE "C"), as SQLite's.
 func (s *pgStore) SearchUsers(ctx context.Context, callerID int64, prefix string, limit int) ([]DirectoryEntry, error) {
+	if !pgText(prefix) {
+		// No name holds a NUL, and Postgres text cannot hold one to compare.
+		return []DirectoryEntry{}, nil
+	}
 	fold := strings.ToLower(prefix)
 	upper := fold + "\U0010FFFF"
 	rows, err := s.pool.Query(ctx, `
@@ -76,3 +86,8 @@ func (s *pgStore) SearchUsers(ctx context.Context, callerID int64, prefix string
 	}
 	return users, s.interpretError(rows.Err())
 }
+
+// pgText reports whether s can be a text parameter: Postgres refuses NUL in
+// text (the whole batch's transaction would fail with it), and no username
+// or display name holds one, so a string with NUL matches nothing.
+func pgText(s string) bool { return !strings.ContainsRune(s, 0) }

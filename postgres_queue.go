@@ -37,7 +37,8 @@ type pgClean struct {
 // insert, as the columns of one unnest each.
 type pgMessageRows struct {
 	id, sender, recipient, sentAt, fileID []int64
-	from, to, body, cid                   []string
+	from, to                              []string
+	body, cid                             [][]byte
 
 	fileIDs, fileSize, fileAt       []int64
 	fileStorage, fileName, fileType []string
@@ -57,8 +58,8 @@ func (m *pgMessageRows) queue(b *pgx.Batch) {
 		// and finds it. Of concurrent repeats the unique index lets exactly
 		// one in.
 		b.Queue(`INSERT INTO messages (id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs)
-			SELECT i, s, r, f, t, b, a, nullif(c, ''), nullif(fi, 0), 2
-			FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::int8[])
+			SELECT i, s, r, f, t, b, a, nullif(c, ''::bytea), nullif(fi, 0), 2
+			FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::bytea[], $9::int8[])
 				AS v(i, s, r, f, t, b, a, c, fi)`,
 			m.id, m.sender, m.recipient, m.from, m.to, m.body, m.sentAt, m.cid, m.fileID)
 	}
@@ -69,6 +70,9 @@ func (m *pgMessageRows) queue(b *pgx.Batch) {
 // created is false when clientMsgID repeats an earlier send, which is then
 // returned instead and nothing is stored.
 func (s *pgStore) SendMessage(ctx context.Context, sender User, to, body, clientMsgID string, file *newFile) (Message, bool, error) {
+	if !pgText(to) {
+		return Message{}, false, errNoSuchUser
+	}
 	sd := &pgSend{sender: sender, to: to, body: body, cid: clientMsgID, file: file}
 	err := s.wait(&pgOp{send: sd, done: make(chan struct{})})
 	return sd.msg, sd.created, err
@@ -166,11 +170,11 @@ func (tx *pgTx) runGroup() error {
 	}
 	priors := map[senderCID]Message{}
 	if len(cids) > 0 {
-		ss, cs := make([]int64, len(cids)), make([]string, len(cids))
+		ss, cs := make([]int64, len(cids)), make([][]byte, len(cids))
 		for i, k := range cids {
-			ss[i], cs[i] = k.sender, k.cid
+			ss[i], cs[i] = k.sender, []byte(k.cid)
 		}
-		b.Queue(pgMessageSelect+` JOIN unnest($1::int8[], $2::text[]) AS k(s, c) ON m.sender_id = k.s AND m.client_msg_id = k.c`,
+		b.Queue(pgMessageSelect+` JOIN unnest($1::int8[], $2::bytea[]) AS k(s, c) ON m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL`,
 			ss, cs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var sender int64
@@ -315,9 +319,9 @@ func (tx *pgTx) runGroup() error {
 		m.recipient = append(m.recipient, r.ID)
 		m.from = append(m.from, sd.sender.Username)
 		m.to = append(m.to, r.Username)
-		m.body = append(m.body, sd.body)
+		m.body = append(m.body, []byte(sd.body))
 		m.sentAt = append(m.sentAt, at)
-		m.cid = append(m.cid, sd.cid)
+		m.cid = append(m.cid, []byte(sd.cid))
 		var fileID int64
 		if f := sd.file; f != nil {
 			fileID, fileIDs = fileIDs[0], fileIDs[1:]
@@ -356,18 +360,20 @@ func (tx *pgTx) runGroup() error {
 	return nil
 }
 
-const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''),
+const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''::bytea),
 	f.id, f.name, f.size, f.content_type
 	FROM messages m LEFT JOIN files f ON f.id = m.file_id`
 
 func pgScanMessage(row pgx.Row, sender *int64) (Message, error) {
 	var m Message
 	var sentAt int64
+	var body, cid []byte
 	var fid, fsize *int64
 	var fname, ftype *string
-	if err := row.Scan(sender, &m.ID, &m.From, &m.To, &m.Body, &sentAt, &m.ClientMsgID, &fid, &fname, &fsize, &ftype); err != nil {
+	if err := row.Scan(sender, &m.ID, &m.From, &m.To, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 		return m, err
 	}
+	m.Body, m.ClientMsgID = string(body), string(cid)
 	m.SentAt = apiTime(fromMilli(sentAt))
 	if fid != nil {
 		m.File = &FileInfo{ID: *fid, Name: *fname, Size: *fsize, ContentType: *ftype, URL: fileURL(*fid)}
@@ -440,7 +446,8 @@ func (s *pgStore) EventsAfter(ctx context.Context, user, cursor int64, limit int
 		var e Event
 		var kind int16
 		var at int64
-		var payload, from, to, body, cid, fname, ftype *string
+		var payload, from, to, fname, ftype *string
+		var body, cid []byte
 		var mid, sentAt, fid, fsize *int64
 		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 			return nil, s.interpretError(err)
@@ -451,10 +458,7 @@ func (s *pgStore) EventsAfter(ctx context.Context, user, cursor int64, limit int
 			if mid == nil {
 				continue // cannot happen: refs keep the message while a queue row holds it
 			}
-			m := &Message{ID: *mid, From: *from, To: *to, Body: *body, SentAt: apiTime(fromMilli(*sentAt))}
-			if cid != nil {
-				m.ClientMsgID = *cid
-			}
+			m := &Message{ID: *mid, From: *from, To: *to, Body: string(body), SentAt: apiTime(fromMilli(*sentAt)), ClientMsgID: string(cid)}
 			if fid != nil {
 				m.File = &FileInfo{ID: *fid, Name: *fname, Size: *fsize, ContentType: *ftype, URL: fileURL(*fid)}
 			}
