@@ -105,8 +105,9 @@ const pgCleanQueues = `WITH c AS (SELECT * FROM unnest($1::int8[], $2::int8[]) A
 	gone AS (DELETE FROM queue q USING c WHERE q.user_id = c.u AND q.seq <= c.upto
 		RETURNING q.user_id, q.kind, q.message_id),
 	rel AS (SELECT message_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY message_id),
-	upd AS (UPDATE messages m SET refs = m.refs - rel.n FROM rel WHERE m.id = rel.message_id RETURNING 1)
-	SELECT c.u, (SELECT count(*) FROM gone g WHERE g.user_id = c.u AND g.kind = 1) FROM c`
+	upd AS (UPDATE messages m SET refs = m.refs - rel.n FROM rel WHERE m.id = rel.message_id RETURNING 1),
+	per AS (SELECT user_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY user_id)
+	SELECT c.u, coalesce(per.n, 0) FROM c LEFT JOIN per ON per.user_id = c.u`
 
 // runGroup runs the batch's cleans, then its sends. One pipelined round trip
 // locks every cursor concerned, looks up recipients with their relations to
