@@ -19,15 +19,25 @@ import (
 	"time"
 )
 
-// lighthouseMin is the lowest score accepted in each category. Lighthouse's
-// simulated throttling (its default, a model computed from the trace) keeps
-// performance steady enough on a shared 2-core machine for 1 to hold when
-// the best of two tries is taken; see BENCHMARKS.md, "Page".
+// lighthouseMin is the lowest score accepted in each category: 1, but for
+// performance. That one Lighthouse computes with its default simulated
+// throttling, a model fed by the main-thread tasks of the trace; on this
+// 2-core machine, shared with other work (load averages of 8 to 13 seen),
+// those tasks take several times what they take on an idle core, so the
+// same page scored from 0.75 to 1 on a phone and from 0.89 to 1 on a
+// desktop across runs minutes apart (BENCHMARKS.md, "Page"). The floors
+// below, on the best of two tries, are what held under that load: low
+// enough not to fail for a neighbour's build, high enough to fail for a
+// render-blocking script, a layout shift or a long task of the page's own.
 var lighthouseMin = map[string]float64{
-	"performance":    1,
 	"accessibility":  1,
 	"best-practices": 1,
 	"seo":            1,
+}
+
+var lighthousePerfMin = map[string]float64{
+	"mobile":  0.8,
+	"desktop": 0.85,
 }
 
 type lighthouseRun struct {
@@ -103,6 +113,9 @@ func TestBrowser_Lighthouse(t *testing.T) {
 		"WEBIM_LH_MODULES="+modules,
 		"WEBIM_LH_OUT="+out,
 		"CHROME_PATH="+chrome,
+		"WEBIM_LH_TRIES=2",
+		fmt.Sprintf("WEBIM_LH_PERF_MOBILE=%g", lighthousePerfMin["mobile"]),
+		fmt.Sprintf("WEBIM_LH_PERF_DESKTOP=%g", lighthousePerfMin["desktop"]),
 	)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -142,7 +155,7 @@ func TestBrowser_Lighthouse(t *testing.T) {
 		// Only performance varies between tries; the other categories must
 		// hold on every one.
 		for cat, min := range lighthouseMin {
-			if cat != "performance" && r.Categories[cat] < min {
+			if r.Categories[cat] < min {
 				t.Errorf("%s (try %d): %s %.2f, want ≥ %.2f", r.Name, r.Try, cat, r.Categories[cat], min)
 			}
 		}
@@ -162,8 +175,15 @@ func TestBrowser_Lighthouse(t *testing.T) {
 		t.Fatalf("runs %v, want %v", order, want)
 	}
 	for _, name := range order {
-		if p := best[name].Categories["performance"]; p < lighthouseMin["performance"] {
-			t.Errorf("%s: performance %.2f at best, want ≥ %.2f: %s", name, p, lighthouseMin["performance"], strings.Join(best[name].Failing, "; "))
+		_, factor, _ := strings.Cut(name, "/")
+		b := best[name]
+		if p, min := b.Categories["performance"], lighthousePerfMin[factor]; p < min {
+			t.Errorf("%s: performance %.2f at best, want ≥ %.2f: %s", name, p, min, strings.Join(b.Failing, "; "))
+		}
+		// Unlike time, layout shift does not depend on the machine's load:
+		// the page alone decides it.
+		if cls := b.Metrics["cumulative-layout-shift"]; cls != 0 {
+			t.Errorf("%s: cumulative layout shift %g, want 0", name, cls)
 		}
 	}
 }
