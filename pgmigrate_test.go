@@ -400,3 +400,49 @@ func TestMigrate_KnowsTheSchema(t *testing.T) {
 		}
 	}
 }
+
+// A server still writing to the source is noticed, and nothing committed:
+// what it wrote after the snapshot would otherwise be lost.
+func TestMigrate_RefusesASourceBeingWritten(t *testing.T) {
+	if engine != "sqlite" {
+		t.Skip("moves between engines; runs once")
+	}
+	dbPath := filepath.Join(t.TempDir(), "webim.db")
+	src := serverAt(t, dbPath)
+	a, b := src.newUser("busya"), src.newUser("busyb")
+	befriend(a, b)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Not a.send: t.Fatal must not run on this goroutine.
+			st, _, err := apiCall(http.DefaultClient, src.url(""), a.token, "POST", "/api/messages", map[string]any{"to": b.username, "body": fmt.Sprint("busy ", i)})
+			if err != nil || st != http.StatusCreated {
+				return
+			}
+		}
+	}()
+	url := pgtest.NewDatabase(t)
+	_, _, err := runCLI(t, "", "migrate", "-from", dbPath, "-to", url)
+	close(stop)
+	<-done
+	if err == nil || !strings.Contains(err.Error(), "was written while it was copied") {
+		t.Fatalf("migrate beside a writing server: %v", err)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM users`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("the refused migrate committed %d users", n)
+	}
+}
