@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"io/fs"
@@ -19,7 +20,7 @@ type App struct {
 	log      *slog.Logger
 	store    Store
 	sessions *sessions
-	presence *presence
+	presence presenceTracker
 	notifier *notifier
 	parker   *parker
 	limits   *limits
@@ -60,10 +61,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		log:          log,
 		store:        store,
 		sessions:     newSessions(store),
-		presence:     newPresence(store, offlineGrace),
+		presence:     store.NewPresence(cmp.Or(cfg.OfflineGrace, offlineGrace)),
 		notifier:     newNotifier(),
 		parker:       newParker(),
-		limits:       newLimits(cfg.RateLimitExempt),
+		limits:       newLimits(cfg.RateLimitExempt, store.LoginFailures(failedByNameRule, failedByAddrRule)),
 		metrics:      newMetrics(),
 		hasher:       newHasher(),
 		static:       static,

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Defaults of API.md's Operations section.
@@ -56,7 +57,15 @@ type Config struct {
 	// exemptions aside.
 	MaxConns, MaxConnsPerAddr int
 	ShowVersion               bool
+	// OfflineGrace replaces the 90 s a user stays online with no poll open
+	// (zero: 90 s). The clients and API.md assume 90 s: this is for tests,
+	// and for an operator who must see presence settle faster.
+	OfflineGrace time.Duration
 }
+
+// hiddenFlags work but are left out of the usage text: they are for tests
+// and operations, not for configuring a deployment.
+var hiddenFlags = map[string]bool{"offline-grace": true}
 
 // parseConfig reads flags, each falling back to its WEBIM_* variable, then to
 // its default.
@@ -66,7 +75,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Usage = func() {
 		printCommands(stderr)
 		fmt.Fprintln(stderr, "\nFlags of the server:")
-		fs.PrintDefaults()
+		listed := flag.NewFlagSet("webim", flag.ContinueOnError)
+		listed.SetOutput(stderr)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !hiddenFlags[f.Name] {
+				listed.Var(f.Value, f.Name, f.Usage)
+				listed.Lookup(f.Name).DefValue = f.DefValue
+			}
+		})
+		listed.PrintDefaults()
 	}
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
@@ -96,6 +113,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&maxConns, "max-conns", env("WEBIM_MAX_CONNS", ""), "most open connections; more are closed at once (WEBIM_MAX_CONNS; default: the open-file limit less a tenth)")
 	fs.StringVar(&maxConnsPerAddr, "max-conns-per-addr", env("WEBIM_MAX_CONNS_PER_ADDR", ""), "most open connections from one client address, IPv6 /64 (WEBIM_MAX_CONNS_PER_ADDR; default a quarter of -max-conns)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.DurationVar(&c.OfflineGrace, "offline-grace", 0, "how long a user with no poll open stays online; default 90s (for tests and operations: not listed)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -103,6 +121,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.OfflineGrace < 0 {
+		return c, fmt.Errorf("-offline-grace %v: want a positive duration such as 90s", c.OfflineGrace)
 	}
 	if err := checkDB(c.DBPath); err != nil {
 		return c, err

@@ -46,7 +46,7 @@ func TestConfig_ParsePrefixes(t *testing.T) {
 		}
 	}
 	// An IPv4-mapped IPv6 client is matched as IPv4.
-	l := newLimits([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	l := newLimits([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, noSharedFailures{})
 	if !l.isExempt(netip.MustParseAddr("::ffff:127.0.0.1")) {
 		t.Fatal("::ffff:127.0.0.1 is not exempt under 127.0.0.0/8")
 	}

@@ -21,9 +21,10 @@ import (
 
 // Extensions of the fixture in helpers_test.go.
 
-// withGrace shortens the offline grace of presence (90 s in production).
-func withGrace(d time.Duration) func(*App) {
-	return func(a *App) { a.presence.grace = d }
+// withGrace shortens the offline grace of presence (90 s in production), as
+// -offline-grace does.
+func withGrace(d time.Duration) func(*Config) {
+	return func(c *Config) { c.OfflineGrace = d }
 }
 
 // noExemption is a Config option that removes the loopback exemption, so the

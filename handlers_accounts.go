@@ -122,6 +122,14 @@ func (a *App) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !ok {
+		if !a.limits.isExempt(addr) {
+			// Counted before the 401, so the next guess, on any node,
+			// sees it; a failure that cannot be counted is not answered
+			// as one (a 503), or an outage would lift the limit.
+			if err := a.limits.failedShared.Record(r.Context(), nameKey, addr.String()); err != nil {
+				return err
+			}
+		}
 		return errInvalidCredentials
 	}
 	if acct.Disabled {
@@ -158,6 +166,17 @@ func (a *App) reserveLogin(ctx context.Context, nameKey, addrKey string) (limite
 	if waitAddr > 0 {
 		settleName(false)
 		return rateLimited(seconds(waitAddr)), none, nil
+	}
+	// Failures other nodes counted: the in-memory limits above have seen
+	// only this node's.
+	wait, err := a.limits.failedShared.RetryAfter(ctx, nameKey, addrKey)
+	if err != nil || wait > 0 {
+		settleName(false)
+		settleAddr(false)
+		if err != nil {
+			return nil, none, err
+		}
+		return rateLimited(seconds(wait)), none, nil
 	}
 	return nil, func(failed bool) { settleName(failed); settleAddr(failed) }, nil
 }

@@ -32,14 +32,31 @@ import (
 var pgSchema string
 
 // pgFirstVersion is the schema version schema_postgres.sql had when the
-// engine began: SQLite's version then, so a number means the same schema on
-// both engines.
+// engine began: SQLite's version then. Later steps are this engine's own
+// (version 4 added the tables of several nodes, which SQLite has no use for).
 const pgFirstVersion = 3
 
 // pgMigrations[i] takes a database from version pgFirstVersion+i to the next.
 // A fresh database skips them (schema_postgres.sql is always the latest).
 // Each step runs in its own transaction under the migration lock.
-var pgMigrations []string
+var pgMigrations = []string{
+	// 3 → 4: presence across nodes and shared failed-login counts.
+	`CREATE TABLE presence_nodes (node_id bigint PRIMARY KEY, seen_at bigint NOT NULL);
+	CREATE TABLE presence_claims (
+		user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		node_id bigint NOT NULL,
+		PRIMARY KEY (user_id, node_id));
+	CREATE INDEX presence_claims_node ON presence_claims (node_id);
+	CREATE TABLE presence (
+		user_id bigint PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+		online boolean NOT NULL,
+		changed_at bigint NOT NULL);
+	CREATE INDEX presence_changed ON presence (changed_at);
+	CREATE TABLE login_failures (
+		scope smallint NOT NULL, key text NOT NULL, bucket bigint NOT NULL, failures int NOT NULL,
+		PRIMARY KEY (scope, key, bucket));
+	CREATE INDEX login_failures_bucket ON login_failures (bucket);`,
+}
 
 func pgSchemaVersion() int { return pgFirstVersion + len(pgMigrations) }
 

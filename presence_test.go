@@ -103,7 +103,7 @@ func TestPresence_LoginLogoutNoFlap(t *testing.T) {
 func TestPresence_OfflineAfterGrace(t *testing.T) {
 	t.Parallel()
 	const grace = time.Second
-	ts := newTestServerHooked(t, withGrace(grace))
+	ts := newTestServer(t, withGrace(grace))
 	fr := ts.friends("alice", "bob")
 	alice, bob := fr[0], fr[1]
 

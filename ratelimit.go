@@ -185,20 +185,31 @@ func (b *tokenBuckets) prune(now time.Time) {
 	}
 }
 
-// limits holds API.md's rate limits.
+// API.md's failed-login limits: per account name tried, per client address.
+var (
+	failedByNameRule = windowRule{limit: 5, window: 15 * time.Minute}
+	failedByAddrRule = windowRule{limit: 20, window: time.Minute}
+)
+
+// limits holds API.md's rate limits. All are this process's, in memory;
+// failed logins are also counted where every node sees them (failedShared,
+// from the store), so that several nodes do not multiply an attacker's
+// attempts. The sign-up and message limits stay per node.
 type limits struct {
 	exempt          []netip.Prefix
 	failedByName    *windowLimiter
 	failedByAddr    *windowLimiter
+	failedShared    sharedFailures
 	signupsByAddr   *windowLimiter
 	messagesPerUser *tokenBuckets
 }
 
-func newLimits(exempt []netip.Prefix) *limits {
+func newLimits(exempt []netip.Prefix, shared sharedFailures) *limits {
 	return &limits{
 		exempt:          exempt,
-		failedByName:    newWindowLimiter(5, 15*time.Minute),
-		failedByAddr:    newWindowLimiter(20, time.Minute),
+		failedByName:    newWindowLimiter(failedByNameRule.limit, failedByNameRule.window),
+		failedByAddr:    newWindowLimiter(failedByAddrRule.limit, failedByAddrRule.window),
+		failedShared:    shared,
 		signupsByAddr:   newWindowLimiter(100, time.Hour),
 		messagesPerUser: newTokenBuckets(20, 100),
 	}

@@ -140,3 +140,38 @@ CREATE TABLE admin_events (
     at           bigint NOT NULL
 );
 CREATE INDEX admin_events_at ON admin_events (at);
+
+-- Presence across nodes (postgres_presence.go). A node claims a user while
+-- the user is logged in or polling there (and for the grace after); the
+-- claim counts while the node's heartbeat is younger than the grace.
+-- presence holds the flag friends were last told; changing it takes the
+-- row's lock, so one node announces each change. Not copied by migrate or
+-- backups: it describes running processes.
+CREATE TABLE presence_nodes (
+    node_id bigint PRIMARY KEY,
+    seen_at bigint NOT NULL -- the database's clock at the last heartbeat
+);
+CREATE TABLE presence_claims (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    node_id bigint NOT NULL, -- no foreign key: swept with its node
+    PRIMARY KEY (user_id, node_id)
+);
+CREATE INDEX presence_claims_node ON presence_claims (node_id);
+CREATE TABLE presence (
+    user_id    bigint  PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    online     boolean NOT NULL,
+    changed_at bigint  NOT NULL -- the database's clock: nodes read what changed
+);
+CREATE INDEX presence_changed ON presence (changed_at);
+
+-- Failed logins of the last window, counted per key (scope 1: the name
+-- tried, 2: the client address) in buckets of a tenth of the window, so that
+-- every node refuses what any node counted.
+CREATE TABLE login_failures (
+    scope    smallint NOT NULL,
+    key      text     NOT NULL,
+    bucket   bigint   NOT NULL, -- start of the bucket, Unix ms
+    failures int      NOT NULL,
+    PRIMARY KEY (scope, key, bucket)
+);
+CREATE INDEX login_failures_bucket ON login_failures (bucket);

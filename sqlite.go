@@ -673,3 +673,22 @@ func isUniqueViolation(err error) bool {
 	}
 	return false
 }
+
+// NewPresence is this process's own view: with one node it is the service's.
+func (s *sqliteStore) NewPresence(grace time.Duration) presenceTracker {
+	return newPresence(s, grace)
+}
+
+// LoginFailures counts nothing beyond the in-memory limits, which see every
+// login of a SQLite database: only one server uses it.
+func (s *sqliteStore) LoginFailures(byName, byAddr windowRule) sharedFailures {
+	return noSharedFailures{}
+}
+
+type noSharedFailures struct{}
+
+func (noSharedFailures) RetryAfter(context.Context, string, string) (time.Duration, error) {
+	return 0, nil
+}
+
+func (noSharedFailures) Record(context.Context, string, string) error { return nil }

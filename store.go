@@ -68,6 +68,17 @@ type Store interface {
 	// PresenceChanged queues, without waiting, a presence notice for each
 	// online friend of u and, when u went offline, drops u's own notices.
 	PresenceChanged(u User, online bool)
+	// NewPresence returns the tracker of who is online, with grace the time
+	// a user stays online with no poll open. On SQLite it is this process's
+	// own view (presence.go), the whole truth for one node; on PostgreSQL
+	// it is the view of every node using the database (postgres_presence.go).
+	// The server passes its IsOnline to Wire.
+	NewPresence(grace time.Duration) presenceTracker
+	// LoginFailures returns where failed logins are counted beyond this
+	// process, so that several nodes give an attacker no more attempts
+	// than one: on SQLite, nowhere (the in-memory limits of ratelimit.go
+	// see every attempt); on PostgreSQL, a table every node reads.
+	LoginFailures(byName, byAddr windowRule) sharedFailures
 
 	// Relations.
 	RequestFriend(ctx context.Context, me User, to string) (other User, completed bool, err error)
@@ -99,6 +110,39 @@ type Store interface {
 	AdminEventsAfter(ctx context.Context, id int64) ([]adminEventRow, error)
 	LastAdminEvent(ctx context.Context) (int64, error)
 	Stats(ctx context.Context) (storeStats, error)
+}
+
+// presenceTracker is what the server tells presence and asks of it. None of
+// its methods waits on the store: changes are written in the background, so
+// the writer may call IsOnline at any time.
+type presenceTracker interface {
+	IsOnline(user int64) bool
+	// Online counts online users (of the whole service, on PostgreSQL).
+	Online() int
+	// LoggedIn marks u online; a replacing login changes nothing (no flap).
+	LoggedIn(u User)
+	// LoggedOut marks u offline at once.
+	LoggedOut(u User)
+	// PollStarted and PollEnded count u's open polls: with none open
+	// anywhere for the grace, u goes offline.
+	PollStarted(u User)
+	PollEnded(u User)
+}
+
+// windowRule is a rate limit: at most limit events in any window.
+type windowRule struct {
+	limit  int
+	window time.Duration
+}
+
+// sharedFailures counts failed logins where every node sees them. Keys are
+// the limits' keys: the lower-cased name tried, the client address.
+type sharedFailures interface {
+	// RetryAfter is how long a login for name from addr must wait because
+	// failures counted for either key reach their rule; zero: it may go.
+	RetryAfter(ctx context.Context, name, addr string) (time.Duration, error)
+	// Record counts one failed login for both keys.
+	Record(ctx context.Context, name, addr string) error
 }
 
 // storedSession is a session row as Authenticate needs it.
