@@ -228,7 +228,7 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 
 // parseHostList reads a comma-separated list of host names or addresses,
 // without ports; names are lower-cased and addresses written canonically,
-// as the endpoint check compares them.
+// as the endpoint check compares them (canonicalHost).
 func parseHostList(s string) ([]string, error) {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
@@ -237,7 +237,7 @@ func parseHostList(s string) ([]string, error) {
 			continue
 		}
 		if a, err := netip.ParseAddr(strings.Trim(f, "[]")); err == nil {
-			out = append(out, a.Unmap().String())
+			out = append(out, a.String())
 			continue
 		}
 		if strings.ContainsAny(f, ":/@ ") {

@@ -118,6 +118,9 @@ type pusher struct {
 	wg     sync.WaitGroup
 
 	sent, failed, dropped, gone atomic.Int64
+	// busy counts jobs queued, being worked on or waiting for a retry, so
+	// that one can tell when everything asked of the pusher is done.
+	busy atomic.Int64
 }
 
 func newPusher(store Store, log *slog.Logger, guard *endpointGuard, key vapidKey, subject func(pushSubscription) string,
@@ -193,6 +196,7 @@ func (p *pusher) enqueue(j *pushJob) {
 	}
 	j.queued = time.Now()
 	p.queue = append(p.queue, j)
+	p.busy.Add(1)
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -248,6 +252,7 @@ func (p *pusher) work() {
 		} else {
 			p.send(j)
 		}
+		p.busy.Add(-1)
 	}
 }
 
@@ -401,7 +406,11 @@ func (p *pusher) retry(j *pushJob, sub pushSubscription, after time.Duration, wh
 	}
 	again := *j
 	again.sub, again.attempt = &sub, j.attempt+1
-	time.AfterFunc(delay, func() { p.enqueue(&again) })
+	p.busy.Add(1)
+	time.AfterFunc(delay, func() {
+		p.enqueue(&again)
+		p.busy.Add(-1)
+	})
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.

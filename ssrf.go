@@ -83,10 +83,12 @@ func isPublicAddr(a netip.Addr) bool {
 var errEndpointRefused = errors.New("push endpoint refused")
 
 // canonicalHost is how hosts are compared with the allow list: an address
-// in its canonical form (unmapped), a name lower-case without a final dot.
+// in its canonical form, a name lower-case without a final dot. An
+// IPv4-mapped address stays mapped: allowing 127.0.0.1 for a test push
+// service is not meant to allow every spelling of loopback.
 func canonicalHost(host string) string {
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return a.Unmap().String()
+		return a.String()
 	}
 	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
