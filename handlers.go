@@ -62,6 +62,7 @@ func (a *App) routes() http.Handler {
 	handle("GET /metrics", a.handleMetrics)
 	handle("GET /{$}", a.handlePage)
 	handle("GET /static/", a.handleStatic)
+	handle("GET /sw.js", a.handleServiceWorker)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		// Distinguish a known path with the wrong method from an unknown one.
 		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPatch} {
