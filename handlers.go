@@ -43,6 +43,7 @@ func (a *App) routes() http.Handler {
 	handle("GET /api/push/key", a.handlePushKey)
 	authed("POST /api/push/subscriptions", a.handleAddPushSubscription)
 	authed("DELETE /api/push/subscriptions", a.handleRemovePushSubscription)
+	handle("GET /api/session", a.handleSession)
 	authed("GET /api/users", a.handleUsers)
 	authed("GET /api/friends", a.handleFriends)
 	authed("POST /api/friends/{username}/request", a.handleFriendRequest)
@@ -115,6 +116,7 @@ var (
 	headerNoReferrer = []string{"no-referrer"}
 	headerDeny       = []string{"DENY"}
 	headerNoStore    = []string{"no-store"}
+	headerHSTS       = []string{hstsMaxAge}
 )
 
 func (a *App) withCommonHeaders(next http.Handler) http.Handler {
@@ -127,6 +129,10 @@ func (a *App) withCommonHeaders(next http.Handler) http.Handler {
 		h["X-Frame-Options"] = headerDeny
 		if strings.HasPrefix(r.URL.Path, "/api/") || r.URL.Path == "/metrics" {
 			h["Cache-Control"] = headerNoStore
+		}
+		if r.TLS != nil {
+			// Only on webim's own HTTPS: behind a proxy the proxy decides.
+			h["Strict-Transport-Security"] = headerHSTS
 		}
 		next.ServeHTTP(w, r)
 	})

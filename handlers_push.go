@@ -152,11 +152,5 @@ func (a *App) pushAfterSend(msg Message, recipients []string, sentAt time.Time) 
 // handleServiceWorker serves static/sw.js at the root: a worker's scope is
 // at most the folder it is served from, and the page is "/".
 func (a *App) handleServiceWorker(w http.ResponseWriter, r *http.Request) error {
-	h := w.Header()
-	h.Set("Content-Security-Policy", pageCSP)
-	// Browsers check a worker for updates anyway; no-cache makes them ask.
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Type", "text/javascript; charset=utf-8")
-	http.ServeFileFS(w, r, a.static, "sw.js")
-	return nil
+	return a.serveAsset(w, r, "sw.js")
 }

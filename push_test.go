@@ -358,8 +358,8 @@ func TestPushKey_MadeOnceAndKept(t *testing.T) {
 		t.Fatalf("key after a restart %s, want %s", again, key)
 	}
 	// A second store on the same database (another node) gets the same key.
-	if engine == "sqlite" {
-		other, err := openShared(ts.cfg.DBPath, quietLogger())
+	{
+		other, err := openShared(ts.cfg.DBPath, false, io.Discard, quietLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
