@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"embed"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,8 @@ type App struct {
 	hasher   *hasher
 	static   fs.FS
 	handler  http.Handler
+	// push sends Web Push notifications; nil with -push=off.
+	push *pusher
 
 	// shuttingDown is closed when the server starts to stop: open polls
 	// answer at once and new ones do not wait.
@@ -77,6 +80,19 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	store.Wire(a.notifier.notify, a.presence.IsOnline)
+	if !cfg.PushOff {
+		// Made at the first start, so every node and every restart signs
+		// with the key browsers subscribed with.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		key, err := store.PushKey(ctx)
+		cancel()
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("the push key: %w", err)
+		}
+		a.push = newPusher(store, log, newEndpointGuard(cfg.PushAllowHosts), key, a.pushSubject,
+			!cfg.PushNoPreview, a.presence.PollOpenSince)
+	}
 	a.handler = a.routes()
 	go a.janitor()
 	return a, nil
@@ -106,6 +122,9 @@ func (a *App) Close() error {
 	// Parked polls answer from the database: let them finish first (each
 	// write is bounded by parkedWriteTimeout).
 	a.parker.wg.Wait()
+	if a.push != nil {
+		a.push.close()
+	}
 	return a.store.Close()
 }
 

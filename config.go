@@ -61,6 +61,16 @@ type Config struct {
 	// (zero: 90 s). The clients and API.md assume 90 s: this is for tests,
 	// and for an operator who must see presence settle faster.
 	OfflineGrace time.Duration
+
+	// Web Push (push.go). PushOff turns it off; PushSubject is the VAPID
+	// contact, empty for "mailto:admin@" + the host (pushSubject);
+	// PushAllowHosts are exact host names or addresses that endpoints may
+	// use although they are not public (tests, a private push service);
+	// PushNoPreview leaves message bodies out of pushes.
+	PushOff        bool
+	PushSubject    string
+	PushAllowHosts []string
+	PushNoPreview  bool
 }
 
 // hiddenFlags work but are left out of the usage text: they are for tests
@@ -93,6 +103,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	var c Config
 	var maxFile, maxQueue, exempt, proxies, acmeDomains, signup, maxConns, maxConnsPerAddr string
+	var push, pushAllow, pushPreview string
 	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
 	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file, or a postgres:// URL for PostgreSQL (WEBIM_DB; keep a password in PGPASSWORD or ~/.pgpass rather than here)")
 	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
@@ -110,6 +121,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.ACMERoot, "acme-ca-root", env("WEBIM_ACME_CA_ROOT", ""), "PEM file of roots to trust for the ACME server's own HTTPS, for a private CA (WEBIM_ACME_CA_ROOT)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("WEBIM_HTTP_ADDR", ""), "plain-HTTP listener redirecting to HTTPS and answering ACME challenges; default :80 with -acme-domain (WEBIM_HTTP_ADDR)")
 	fs.StringVar(&c.PprofAddr, "pprof", env("WEBIM_PPROF", ""), "serve Go profiling on this loopback address, e.g. 127.0.0.1:6060 (WEBIM_PPROF; off by default)")
+	fs.StringVar(&push, "push", env("WEBIM_PUSH", "on"), "on or off: Web Push notifications to users whose page is closed (WEBIM_PUSH)")
+	fs.StringVar(&c.PushSubject, "push-subject", env("WEBIM_PUSH_SUBJECT", ""), "mailto: or https: contact in the VAPID token; default mailto:admin@ and the host (WEBIM_PUSH_SUBJECT)")
+	fs.StringVar(&pushAllow, "push-allow-hosts", env("WEBIM_PUSH_ALLOW_HOSTS", ""), "comma-separated host names or addresses (no ports) that push endpoints may use although not public, over http too (WEBIM_PUSH_ALLOW_HOSTS)")
+	fs.StringVar(&pushPreview, "push-preview", env("WEBIM_PUSH_PREVIEW", "true"), "put the first 100 characters of a message in its push (WEBIM_PUSH_PREVIEW)")
 	fs.StringVar(&maxConns, "max-conns", env("WEBIM_MAX_CONNS", ""), "most open connections; more are closed at once (WEBIM_MAX_CONNS; default: the open-file limit less a tenth)")
 	fs.StringVar(&maxConnsPerAddr, "max-conns-per-addr", env("WEBIM_MAX_CONNS_PER_ADDR", ""), "most open connections from one client address, IPv6 /64 (WEBIM_MAX_CONNS_PER_ADDR; default a quarter of -max-conns)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
@@ -161,6 +176,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		c.SignupClosed = true
 	default:
 		return c, fmt.Errorf("-signup %q: want open or closed", signup)
+	}
+	switch push {
+	case "on":
+	case "off":
+		c.PushOff = true
+	default:
+		return c, fmt.Errorf("-push %q: want on or off", push)
+	}
+	if b, err := strconv.ParseBool(pushPreview); err != nil {
+		return c, fmt.Errorf("-push-preview %q: want true or false", pushPreview)
+	} else {
+		c.PushNoPreview = !b
+	}
+	if c.PushSubject != "" && !strings.HasPrefix(c.PushSubject, "mailto:") && !strings.HasPrefix(c.PushSubject, "https:") {
+		return c, fmt.Errorf("-push-subject %q: want a mailto: or https: URL", c.PushSubject)
+	}
+	if c.PushAllowHosts, err = parseHostList(pushAllow); err != nil {
+		return c, fmt.Errorf("-push-allow-hosts: %w", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("-log-format %q: want text or json", c.LogFormat)
@@ -232,6 +265,28 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%q is not a CIDR", f)
 		}
 		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// parseHostList reads a comma-separated list of host names or addresses,
+// without ports; names are lower-cased and addresses written canonically,
+// as the endpoint check compares them (canonicalHost).
+func parseHostList(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(strings.Trim(f, "[]")); err == nil {
+			out = append(out, a.String())
+			continue
+		}
+		if strings.ContainsAny(f, ":/@ ") {
+			return nil, fmt.Errorf("%q is not a host name or address (give no port or scheme)", f)
+		}
+		out = append(out, strings.ToLower(strings.TrimSuffix(f, ".")))
 	}
 	return out, nil
 }

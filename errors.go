@@ -67,6 +67,9 @@ var (
 	errStorage            = newAPIError(http.StatusServiceUnavailable, "storage_unavailable", "The server cannot store anything right now; try again shortly.")
 	errShuttingDown       = newAPIError(http.StatusServiceUnavailable, "shutting_down", "The server is shutting down; try again shortly.")
 	errInternal           = newAPIError(http.StatusInternalServerError, "internal", "Something went wrong on the server.")
+
+	errInvalidSubscription = newAPIError(http.StatusBadRequest, "invalid_subscription", "A push subscription needs an https endpoint on a public host and keys p256dh (65 bytes) and auth (16 bytes), base64url.")
+	errPushDisabled        = newAPIError(http.StatusNotFound, "push_disabled", "Push notifications are turned off on this server.")
 )
 
 // asAPIError returns the client-visible form of err: itself when it is an

@@ -37,6 +37,12 @@ func (a *App) routes() http.Handler {
 	handle("POST /api/login", a.handleLogin)
 	authed("POST /api/logout", a.handleLogout)
 	authed("GET /api/me", a.handleMe)
+	authed("PATCH /api/me", a.handleUpdateMe)
+	authed("DELETE /api/me", a.handleDeleteMe)
+	authed("POST /api/me/password", a.handleChangePassword)
+	handle("GET /api/push/key", a.handlePushKey)
+	authed("POST /api/push/subscriptions", a.handleAddPushSubscription)
+	authed("DELETE /api/push/subscriptions", a.handleRemovePushSubscription)
 	handle("GET /api/session", a.handleSession)
 	authed("GET /api/users", a.handleUsers)
 	authed("GET /api/friends", a.handleFriends)
@@ -57,9 +63,10 @@ func (a *App) routes() http.Handler {
 	handle("GET /metrics", a.handleMetrics)
 	handle("GET /{$}", a.handlePage)
 	handle("GET /static/", a.handleStatic)
+	handle("GET /sw.js", a.handleServiceWorker)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		// Distinguish a known path with the wrong method from an unknown one.
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPatch} {
 			r2 := r.Clone(r.Context())
 			r2.Method = m
 			if _, p := mux.Handler(r2); p != "/" && p != "" {

@@ -211,7 +211,7 @@ func (a *App) handleLogout(w http.ResponseWriter, r *http.Request, s *Session) e
 }
 
 func (a *App) handleMe(w http.ResponseWriter, r *http.Request, s *Session) error {
-	writeJSON(w, http.StatusOK, map[string]any{"user": s.User.json()})
+	writeJSON(w, http.StatusOK, map[string]any{"user": s.Me().json()})
 	return nil
 }
 

@@ -49,7 +49,7 @@ func (a *App) handleFriendRequest(w http.ResponseWriter, r *http.Request, s *Ses
 	if name == s.User.Username {
 		return errBefriendSelf
 	}
-	other, completed, err := a.store.RequestFriend(r.Context(), s.User, name)
+	other, completed, err := a.store.RequestFriend(r.Context(), s.Me(), name)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (a *App) handleFriendAccept(w http.ResponseWriter, r *http.Request, s *Sess
 	if err != nil {
 		return err
 	}
-	other, err := a.store.AcceptFriend(r.Context(), s.User, name)
+	other, err := a.store.AcceptFriend(r.Context(), s.Me(), name)
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (a *App) handleFriendRefuse(w http.ResponseWriter, r *http.Request, s *Sess
 	if err != nil {
 		return err
 	}
-	other, err := a.store.RefuseFriend(r.Context(), s.User, name)
+	other, err := a.store.RefuseFriend(r.Context(), s.Me(), name)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (a *App) handleFriendRemove(w http.ResponseWriter, r *http.Request, s *Sess
 	if err != nil {
 		return err
 	}
-	if err := a.store.RemoveFriend(r.Context(), s.User, name); err != nil {
+	if err := a.store.RemoveFriend(r.Context(), s.Me(), name); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -116,7 +116,7 @@ func (a *App) handleBlock(w http.ResponseWriter, r *http.Request, s *Session) er
 	if name == s.User.Username {
 		return errBlockSelf
 	}
-	other, err := a.store.Block(r.Context(), s.User, name)
+	other, err := a.store.Block(r.Context(), s.Me(), name)
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,7 @@ func (a *App) handleSendMessage(w http.ResponseWriter, r *http.Request, s *Sessi
 }
 
 func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, to, body, clientMsgID string, file *newFile) error {
+	sentAt := time.Now()
 	msg, created, err := a.store.SendMessage(r.Context(), s.User, to, body, clientMsgID, file)
 	if file != nil && (err != nil || !created) {
 		a.store.RemoveUpload(file)
@@ -85,6 +86,9 @@ func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, 
 		a.metrics.messagesSent.Add(1)
 	}
 	writeJSON(w, status, sendAnswer{Message: msg})
+	if created {
+		a.pushAfterSend(msg, []string{msg.To}, sentAt)
+	}
 	return nil
 }
 

@@ -29,6 +29,9 @@ func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 		waitingUsers:   a.notifier.waiting(),
 		parkedPolls:    a.parker.parked(),
 	})
+	if a.push != nil {
+		a.push.writeMetrics(w)
+	}
 	return nil
 }
 

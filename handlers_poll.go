@@ -36,7 +36,7 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 
 	started := time.Now()
 	superseded, endPoll := s.beginPoll()
-	a.presence.PollStarted(s.User)
+	a.presence.PollStarted(s.Me())
 	a.metrics.openPolls.Add(1)
 	parked := false
 	defer func() {

@@ -107,6 +107,17 @@ func (s *pgStore) DeleteUser(ctx context.Context, username string) (deletedUser,
 			return err
 		}
 		tx.rows.filter(func(i int) bool { return tx.rows.user[i] != u.ID })
+		// Friends and those with a request pending either way see the user
+		// go, as they would an unfriending.
+		peers, err := tx.relatedIDs(u.ID)
+		if err != nil {
+			return err
+		}
+		for _, p := range peers {
+			if err := tx.notify(p, kindFriendRemoved, u.json()); err != nil {
+				return err
+			}
+		}
 		if err := tx.queryRow(`WITH gone AS (DELETE FROM queue WHERE user_id = $1 RETURNING kind, message_id),
 			rel AS (SELECT message_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY message_id),
 			upd AS (UPDATE messages m SET refs = m.refs - rel.n FROM rel WHERE m.id = rel.message_id RETURNING 1)
@@ -118,7 +129,8 @@ func (s *pgStore) DeleteUser(ctx context.Context, username string) (deletedUser,
 			return err
 		}
 		d.Files = int(files)
-		// Sessions, cursor, friendships, requests and blocks cascade.
+		// Sessions, cursor, friendships, requests, blocks and push
+		// subscriptions cascade.
 		if _, err := tx.exec(`DELETE FROM users WHERE id = $1`, u.ID); err != nil {
 			return err
 		}

@@ -95,6 +95,8 @@ type pgLocalPresence struct {
 	// offlineAt ends the grace of a claim with no poll open; zero while a
 	// poll is open. Ticks check it: one timer per node, not per user.
 	offlineAt time.Time
+	// lastPollEnd is when the user's last poll here ended (PollOpenSince).
+	lastPollEnd time.Time
 }
 
 // NewPresence starts this node's part of the cluster's presence.
@@ -118,6 +120,27 @@ func (p *pgPresence) IsOnline(user int64) bool {
 	p.viewMu.RLock()
 	defer p.viewMu.RUnlock()
 	return p.online[user]
+}
+
+// PollOpenSince sees this node's polls only: a push to a user polling on
+// another node is one notification too many, never a lost one.
+func (p *pgPresence) PollOpenSince(user int64, t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.users[user]
+	return st != nil && (st.polls > 0 || st.lastPollEnd.After(t))
+}
+
+// Renamed updates the name this node's notices about u carry.
+func (p *pgPresence) Renamed(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.users[u.ID]; st != nil {
+		st.user.DisplayName = u.DisplayName
+	}
+	if _, ok := p.dirty[u.ID]; ok {
+		p.dirty[u.ID] = u
+	}
 }
 
 func (p *pgPresence) Online() int {
@@ -194,6 +217,7 @@ func (p *pgPresence) PollEnded(u User) {
 	defer p.mu.Unlock()
 	st := p.localLocked(u)
 	st.polls--
+	st.lastPollEnd = time.Now()
 	if st.polls == 0 {
 		if st.claimed {
 			st.offlineAt = time.Now().Add(p.grace)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Friendships, friend requests and blocks on PostgreSQL. As on SQLite each
@@ -233,6 +235,18 @@ func (tx *pgTx) friendIDs(me int64) ([]int64, error) {
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// relatedIDs lists the users me is friends with or has a pending request
+// with, either way.
+func (tx *pgTx) relatedIDs(me int64) ([]int64, error) {
+	rows, err := tx.query(`SELECT friend_id FROM friendships WHERE user_id = $1
+		UNION SELECT to_id FROM friend_requests WHERE from_id = $1
+		UNION SELECT from_id FROM friend_requests WHERE to_id = $1`, me)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
 func (s *pgStore) usersWhere(ctx context.Context, query string, args ...any) ([]User, error) {

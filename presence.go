@@ -32,6 +32,9 @@ type presenceState struct {
 	offlineAt    time.Time
 	idle         *time.Timer
 	timerPending bool
+	// lastPollEnd is when the user's last poll ended, so "was a poll open
+	// at any time since t" can be answered after the poll is gone (push).
+	lastPollEnd time.Time
 }
 
 func newPresence(store Store, grace time.Duration) *presence {
@@ -53,6 +56,25 @@ func (p *presence) IsOnline(user int64) bool {
 	defer p.mu.Unlock()
 	st := p.users[user]
 	return st != nil && st.online
+}
+
+// PollOpenSince reports whether user has had a poll open at any moment
+// since t: one is open now, or one ended after t. A poll woken by a message
+// ends right after the message is stored; it was open when it was.
+func (p *presence) PollOpenSince(user int64, t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.users[user]
+	return st != nil && (st.polls > 0 || st.lastPollEnd.After(t))
+}
+
+// Renamed updates the display name that u's presence notices carry.
+func (p *presence) Renamed(u User) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.users[u.ID]; st != nil {
+		st.user.DisplayName = u.DisplayName
+	}
 }
 
 // Online counts online users.
@@ -106,6 +128,7 @@ func (p *presence) PollEnded(u User) {
 	defer p.mu.Unlock()
 	st := p.stateLocked(u)
 	st.polls--
+	st.lastPollEnd = time.Now()
 	if st.polls == 0 {
 		if st.online {
 			p.armLocked(st)

@@ -13,6 +13,9 @@ const (
 	kindFriendRequest  = 3
 	kindFriendAccepted = 4
 	kindFriendRemoved  = 5
+	// Kinds are stored, and other features add theirs at the same time:
+	// self-service takes 16 onwards, so numbers cannot collide at a merge.
+	kindUserUpdated = 16
 )
 
 var kindNames = map[int]string{
@@ -21,6 +24,7 @@ var kindNames = map[int]string{
 	kindFriendRequest:  "friend_request",
 	kindFriendAccepted: "friend_accepted",
 	kindFriendRemoved:  "friend_removed",
+	kindUserUpdated:    "user_updated",
 }
 
 // maxPollBatch is the most events one poll answer carries.

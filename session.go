@@ -46,9 +46,13 @@ func hashToken(token string) (tokenHash, bool) {
 // Session is a live login. It ends when a newer login replaces it or the user
 // logs out; ended is closed then and endErr says which.
 type Session struct {
-	hash  tokenHash
-	User  User
-	ended chan struct{}
+	hash tokenHash
+	// User is fixed for the session's life but for the display name, which
+	// Me reads: the user may change it (PATCH /api/me) while requests of
+	// the session run.
+	User        User
+	displayName atomic.Pointer[string]
+	ended       chan struct{}
 	// endErr is written once, before ended is closed.
 	endErr error
 	// lastSeen (Unix ms) is the last use; lastSaved what the database has.
@@ -63,6 +67,18 @@ type Session struct {
 	// newer poll begins or the session ends.
 	parked waker
 }
+
+// Me is the session's user with their current display name.
+func (s *Session) Me() User {
+	u := s.User
+	if d := s.displayName.Load(); d != nil {
+		u.DisplayName = *d
+	}
+	return u
+}
+
+// Renamed records the user's new display name.
+func (s *Session) Renamed(displayName string) { s.displayName.Store(&displayName) }
 
 // Ended is closed when the session is over.
 func (s *Session) Ended() <-chan struct{} { return s.ended }

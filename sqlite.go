@@ -68,6 +68,26 @@ var migrations = []string{
 	ALTER TABLE messages_v3 RENAME TO messages;
 	CREATE UNIQUE INDEX messages_client_msg_id ON messages(sender_id, client_msg_id)
 		WHERE client_msg_id IS NOT NULL;`,
+	// 4: Web Push (push.go). One VAPID key pair for the whole database, so
+	// every node signs with it; subscriptions go with their user. An
+	// endpoint belongs to one user at a time: a browser that signs in as
+	// someone else hands its endpoint over.
+	`CREATE TABLE push_vapid (
+		id          INTEGER PRIMARY KEY CHECK (id = 1),
+		public_key  TEXT    NOT NULL, -- base64url, uncompressed P-256 point
+		private_key TEXT    NOT NULL, -- base64url, the scalar
+		created_at  INTEGER NOT NULL
+	);
+	CREATE TABLE push_subscriptions (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+		endpoint   TEXT    NOT NULL UNIQUE,
+		p256dh     TEXT    NOT NULL,
+		auth       TEXT    NOT NULL,
+		host       TEXT    NOT NULL, -- the host the browser knew us by: the default VAPID subject
+		created_at INTEGER NOT NULL
+	);
+	CREATE INDEX push_subscriptions_user ON push_subscriptions(user_id, id);`,
 }
 
 // schemaVersion is the user_version this binary writes and understands.

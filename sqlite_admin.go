@@ -113,6 +113,17 @@ func (s *sqliteStore) DeleteUser(ctx context.Context, username string) (deletedU
 		if err != nil {
 			return err
 		}
+		// Friends and those with a request pending either way see the user
+		// go, as they would an unfriending.
+		peers, err := tx.relatedIDs(u.ID)
+		if err != nil {
+			return err
+		}
+		for _, p := range peers {
+			if err := tx.notify(p, kindFriendRemoved, u.json()); err != nil {
+				return err
+			}
+		}
 		const held = `SELECT message_id FROM queue WHERE user_id = ?1 AND kind = 1`
 		if d.Queued, d.Files, err = tx.releaseMessages(held, u.ID); err != nil {
 			return err
@@ -120,10 +131,16 @@ func (s *sqliteStore) DeleteUser(ctx context.Context, username string) (deletedU
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ?`, u.ID); err != nil {
 			return err
 		}
-		// Sessions, cursor, friendships, requests and blocks cascade.
+		// Sessions, cursor, friendships, requests, blocks and push
+		// subscriptions cascade.
 		if _, err := tx.exec(`DELETE FROM users WHERE id = ?`, u.ID); err != nil {
 			return err
 		}
+		// The writer's cache knows the user by name, their relations and
+		// their cursor: a deletion from this process (DELETE /api/me) does
+		// not move data_version, which resets it for admin commands.
+		tx.cache.reset()
+		tx.forgetTail(u.ID)
 		if err := tx.adminEvent(u.ID, -d.Queued); err != nil {
 			return err
 		}

@@ -294,6 +294,27 @@ func (tx *writeTx) friendIDs(me int64) ([]int64, error) {
 	return ids, rows.Err()
 }
 
+// relatedIDs lists the users me is friends with or has a pending request
+// with, either way.
+func (tx *writeTx) relatedIDs(me int64) ([]int64, error) {
+	rows, err := tx.query(`SELECT friend_id FROM friendships WHERE user_id = ?1
+		UNION SELECT to_id FROM friend_requests WHERE from_id = ?1
+		UNION SELECT from_id FROM friend_requests WHERE to_id = ?1`, me)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 func (s *sqliteStore) usersWhere(ctx context.Context, query string, args ...any) ([]User, error) {
 	rows, err := s.read.QueryContext(ctx, query, args...)
 	if err != nil {

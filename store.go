@@ -110,6 +110,48 @@ type Store interface {
 	AdminEventsAfter(ctx context.Context, id int64) ([]adminEventRow, error)
 	LastAdminEvent(ctx context.Context) (int64, error)
 	Stats(ctx context.Context) (storeStats, error)
+
+	// Self-service (handlers_me.go). SetDisplayName renames me and queues
+	// a user_updated notice for each online friend, in one commit.
+	SetDisplayName(ctx context.Context, me User, displayName string) (User, error)
+	// ChangePassword replaces user's password hash and deletes every
+	// session of theirs but keep, so no older token comes back to life.
+	ChangePassword(ctx context.Context, user int64, hash string, keep tokenHash) error
+
+	// Web Push (push.go). PushKey returns the VAPID key pair, creating it
+	// on the first call; of racing creators (nodes of a cluster) one wins
+	// and every caller gets the winner's.
+	PushKey(ctx context.Context) (vapidKey, error)
+	// AddPushSubscription stores sub for user (taking the endpoint over
+	// from another user if need be); created is false when user already
+	// had that endpoint. Beyond maxPushSubscriptions the oldest goes.
+	AddPushSubscription(ctx context.Context, user int64, sub pushSubscription) (created bool, err error)
+	// RemovePushSubscription deletes user's subscription with endpoint,
+	// if any.
+	RemovePushSubscription(ctx context.Context, user int64, endpoint string) error
+	// PushSubscriptions lists user's subscriptions, oldest first.
+	PushSubscriptions(ctx context.Context, user int64) ([]pushSubscription, error)
+	// DeletePushSubscription deletes the subscription with endpoint,
+	// whoever has it: its push service said it is gone.
+	DeletePushSubscription(ctx context.Context, endpoint string) error
+}
+
+// maxPushSubscriptions is how many subscriptions (browsers) a user keeps.
+const maxPushSubscriptions = 10
+
+// vapidKey is the server's VAPID key pair, base64url without padding: the
+// public key an uncompressed P-256 point, the private key its scalar.
+type vapidKey struct {
+	Public, Private string
+}
+
+// pushSubscription is a browser's PushSubscription, with the host the
+// browser reached us by when it subscribed.
+type pushSubscription struct {
+	Endpoint string
+	P256dh   string // base64url
+	Auth     string // base64url
+	Host     string
 }
 
 // presenceTracker is what the server tells presence and asks of it. None of
@@ -127,6 +169,11 @@ type presenceTracker interface {
 	// anywhere for the grace, u goes offline.
 	PollStarted(u User)
 	PollEnded(u User)
+	// PollOpenSince reports whether user had a poll open at any moment
+	// since t (no push is needed then).
+	PollOpenSince(user int64, t time.Time) bool
+	// Renamed updates the display name u's presence notices carry.
+	Renamed(u User)
 }
 
 // windowRule is a rate limit: at most limit events in any window.

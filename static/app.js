@@ -10,6 +10,8 @@ import { setupEmojiPicker } from './emoji.js';
 import { setupMenu } from './menu.js';
 import { messageEl } from './messageview.js';
 import { Poller } from './poll.js';
+import { setupSettings } from './settings.js';
+import { setupPush, openFromURL } from './push.js';
 import {
   state, conv, storageGet, storageSet, saveLastRead, unreadOf, remember, nameOf, userOf, IMAGE_TYPES,
 } from './state.js';
@@ -651,6 +653,13 @@ function handleEvent(ev) {
       refreshFriendsSoon();
       break;
     }
+    case 'user_updated': {
+      const u = ev.user && remember(ev.user);
+      if (u && state.friends.has(u.username)) {
+        state.friends.set(u.username, { ...state.friends.get(u.username), display_name: u.display_name });
+      }
+      break;
+    }
     case 'session_replaced':
       showReplaced();
       return false;
@@ -1045,6 +1054,7 @@ function startApp(user) {
     if (e instanceof ApiError && e.status === 401) onUnauthorized(e);
   });
   startPolling();
+  openFromURL(openConversation);
 }
 
 // signOutLocally forgets everything about the current user on this page.
@@ -1131,6 +1141,16 @@ function setupApp() {
     state.active = null;
     render();
     $('blocks-close-btn').focus();
+  });
+  const settings = setupSettings({
+    me: () => state.me,
+    onRenamed: (user) => { state.me = remember(user); render(); },
+    onDeleted: () => { signOutLocally(); showAuth('login'); },
+  });
+  $('settings-btn').addEventListener('click', () => { account.close(); settings.open(); });
+  setupPush({
+    activeKey: () => (state.me && state.view === 'conversation' && state.active ? `u:${state.active}` : null),
+    open: (username) => { if (state.me) openConversation(username); },
   });
   $('notify-menu-btn').addEventListener('click', () => { account.close(); askNotifications(); });
   $('notify-btn').addEventListener('click', askNotifications);
