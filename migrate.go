@@ -34,11 +34,15 @@ import (
 // migrate notices a write during the copy (SQLite's data_version) and
 // refuses to commit.
 
-// migrateSchemaVersion is the schema the copy steps below were written for,
-// on both engines: SQLite's user_version and the Postgres schema_version.
-// A schema change on either engine must revisit the steps; the test
-// TestMigrateKnowsTheSchema fails until it does.
-const migrateSchemaVersion = 3
+// migrateSchemaVersion and migratePGVersion are the schemas the copy steps
+// below were written for: SQLite's user_version and the Postgres
+// schema_version (Postgres has versions of its own past 4, for the tables
+// only a cluster needs). A schema change on either engine must revisit the
+// steps; TestMigrate_KnowsTheSchema fails until it does.
+const (
+	migrateSchemaVersion = 4
+	migratePGVersion     = 5
+)
 
 // migrateLockTimeout bounds the wait for the target's tables: a webim node
 // already running on the target would hold them, and migrate should say so
@@ -258,6 +262,31 @@ var migrateSteps = []copyStep{
 			FROM cursors c`,
 		scan: scanInt64s(4),
 	},
+	{
+		// One key pair for the whole deployment: moved, so that browsers'
+		// subscriptions made with it stay valid.
+		table:   "push_vapid",
+		columns: []string{"id", "public_key", "private_key", "created_at"},
+		query:   `SELECT id, public_key, private_key, created_at FROM push_vapid`,
+		scan: func(r *sql.Rows) ([]any, error) {
+			var id int32
+			var created int64
+			var pub, priv string
+			err := r.Scan(&id, &pub, &priv, &created)
+			return []any{id, pub, priv, created}, err
+		},
+	},
+	{
+		table:   "push_subscriptions",
+		columns: []string{"id", "user_id", "endpoint", "p256dh", "auth", "host", "created_at"},
+		query:   `SELECT id, user_id, endpoint, p256dh, auth, host, created_at FROM push_subscriptions`,
+		scan: func(r *sql.Rows) ([]any, error) {
+			var id, user, created int64
+			var endpoint, p256dh, auth, host string
+			err := r.Scan(&id, &user, &endpoint, &p256dh, &auth, &host, &created)
+			return []any{id, user, endpoint, p256dh, auth, host, created}, err
+		},
+	},
 	// admin_events is not copied: its rows tell running servers what an
 	// admin command did, and the stopped server has acted on them already
 	// (their effects, such as ended sessions, are in the tables above).
@@ -283,7 +312,8 @@ func scanInt64s(n int) func(*sql.Rows) ([]any, error) {
 // migrateTargetTables are every table of webim's Postgres schema that must
 // be empty before a copy (schema_version excepted).
 var migrateTargetTables = []string{"users", "sessions", "friendships", "friend_requests", "blocks",
-	"blobs", "blob_chunks", "files", "messages", "queue", "cursors", "admin_events"}
+	"blobs", "blob_chunks", "files", "messages", "queue", "cursors", "admin_events",
+	"push_vapid", "push_subscriptions", "presence_nodes", "presence_claims", "presence", "login_failures"}
 
 // Migrate copies the SQLite database at from (and its uploads) into the
 // empty PostgreSQL database url names. On error nothing is committed.
@@ -321,8 +351,8 @@ func Migrate(ctx context.Context, from, url string) (res MigrateResult, err erro
 		return res, fmt.Errorf("migrate: %w", err)
 	}
 	pg.Close()
-	if pgSchemaVersion() != migrateSchemaVersion {
-		return res, fmt.Errorf("migrate: the PostgreSQL schema is version %d; this binary copies version %d", pgSchemaVersion(), migrateSchemaVersion)
+	if pgSchemaVersion() != migratePGVersion {
+		return res, fmt.Errorf("migrate: the PostgreSQL schema is version %d; this binary copies into version %d", pgSchemaVersion(), migratePGVersion)
 	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
@@ -613,7 +643,7 @@ func (s *chunkSource) Err() error {
 // SQLite's AUTOINCREMENT tables keep their highest in sqlite_sequence even
 // after that row is gone, and clients know messages by id.
 func advanceIdentities(ctx context.Context, snap *sql.Tx, tx pgx.Tx) error {
-	for _, table := range []string{"users", "files", "messages"} {
+	for _, table := range []string{"users", "files", "messages", "push_subscriptions"} {
 		var last int64
 		err := snap.QueryRowContext(ctx, `SELECT max(
 			coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0),
