@@ -27,6 +27,9 @@ type App struct {
 	hasher   *hasher
 	static   fs.FS
 	handler  http.Handler
+	// node names this process among the nodes of a shared database.
+	node   string
+	checks *sessionChecks
 
 	// shuttingDown is closed when the server starts to stop: open polls
 	// answer at once and new ones do not wait.
@@ -67,6 +70,8 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		metrics:      newMetrics(),
 		hasher:       newHasher(),
 		static:       static,
+		node:         newNodeID(),
+		checks:       newSessionChecks(),
 		shuttingDown: make(chan struct{}),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
@@ -75,9 +80,14 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		store.Close()
 		return nil, err
 	}
-	store.Wire(a.notifier.notify, a.presence.IsOnline)
+	a.metrics.node = a.node
+	if mw, ok := store.(metricsWriter); ok {
+		a.metrics.engine = mw
+	}
 	a.handler = a.routes()
+	store.Wire(a.hooks())
 	go a.janitor()
+	go a.checkSessions()
 	return a, nil
 }
 
@@ -102,6 +112,7 @@ func (a *App) Close() error {
 		close(a.stopJanitor)
 	}
 	<-a.janitorDone
+	<-a.checks.done
 	// Parked polls answer from the database: let them finish first (each
 	// write is bounded by parkedWriteTimeout).
 	a.parker.wg.Wait()
