@@ -31,6 +31,9 @@ type App struct {
 	handler  http.Handler
 	// push sends Web Push notifications; nil with -push=off.
 	push *pusher
+	// node names this process among the nodes of a shared database.
+	node   string
+	checks *sessionChecks
 
 	// shuttingDown is closed when the server starts to stop: open polls
 	// answer at once and new ones do not wait.
@@ -71,6 +74,8 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		metrics:      newMetrics(),
 		hasher:       newHasher(),
 		static:       static,
+		node:         newNodeID(),
+		checks:       newSessionChecks(),
 		shuttingDown: make(chan struct{}),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
@@ -79,7 +84,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		store.Close()
 		return nil, err
 	}
-	store.Wire(a.notifier.notify, a.presence.IsOnline)
+	a.metrics.node = a.node
+	if mw, ok := store.(metricsWriter); ok {
+		a.metrics.engine = mw
+	}
 	if !cfg.PushOff {
 		// Made at the first start, so every node and every restart signs
 		// with the key browsers subscribed with.
@@ -94,7 +102,9 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 			!cfg.PushNoPreview, a.presence.PollOpenSince)
 	}
 	a.handler = a.routes()
+	store.Wire(a.hooks())
 	go a.janitor()
+	go a.checkSessions()
 	return a, nil
 }
 
@@ -119,6 +129,7 @@ func (a *App) Close() error {
 		close(a.stopJanitor)
 	}
 	<-a.janitorDone
+	<-a.checks.done
 	// Parked polls answer from the database: let them finish first (each
 	// write is bounded by parkedWriteTimeout).
 	a.parker.wg.Wait()

@@ -21,7 +21,7 @@ import (
 const clusterGrace = 3 * time.Second
 
 // startCluster starts n nodes on one fresh database with the test grace.
-func startCluster(t *testing.T, n int, extra ...string) []*proc {
+func startPresenceCluster(t *testing.T, n int, extra ...string) []*proc {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
 	bin := buildWebim(t)
@@ -171,7 +171,7 @@ func activity(hc *http.Client, base, token string, timeout int) (stop func() int
 // login of hers on node 2 causes no flap; and a logout on node 1 tells bob
 // at once although node 2 still holds her for the grace.
 func TestCluster_PresenceAcrossNodes(t *testing.T) {
-	nodes := startCluster(t, 2, "-rate-limit-exempt", "127.0.0.0/8")
+	nodes := startPresenceCluster(t, 2, "-rate-limit-exempt", "127.0.0.0/8")
 	hc := &http.Client{Timeout: 30 * time.Second}
 	n1, n2 := nodes[0].url(""), nodes[1].url("")
 	alice := procUser(t, hc, n1, "alice")
@@ -246,7 +246,7 @@ func TestCluster_PresenceAcrossNodes(t *testing.T) {
 // who polled only there, goes offline by the grace rule; carol, who moves
 // to node 3 at once, never goes offline. bob watches on node 2.
 func TestCluster_PresenceNodeDies(t *testing.T) {
-	nodes := startCluster(t, 3, "-rate-limit-exempt", "127.0.0.0/8")
+	nodes := startPresenceCluster(t, 3, "-rate-limit-exempt", "127.0.0.0/8")
 	hc := &http.Client{Timeout: 40 * time.Second}
 	n1, n2, n3 := nodes[0].url(""), nodes[1].url(""), nodes[2].url("")
 	alice := procUser(t, hc, n1, "alice")
@@ -290,7 +290,7 @@ func TestCluster_PresenceNodeDies(t *testing.T) {
 // TestCluster_FailedLoginsAcrossNodes: wrong passwords spread over three
 // nodes are limited as on one: five per name, twenty per address.
 func TestCluster_FailedLoginsAcrossNodes(t *testing.T) {
-	nodes := startCluster(t, 3)
+	nodes := startPresenceCluster(t, 3)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	procUser(t, hc, nodes[0].url(""), "victim")
 	try := func(i int, name, password string) int {

@@ -62,6 +62,7 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		defer timer.Stop()
 		timerC = timer.C
 	}
+	announced := false
 	for first := true; ; first = false {
 		// Take the wake-up channel before reading, so a commit in between
 		// is not missed.
@@ -90,6 +91,12 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		if wait == 0 {
 			release()
 			return a.answerEmptyOrEnded(w, r, s, cursor)
+		}
+		if !announced {
+			// Only a poll that waits can overlap one on another node: a
+			// poll answered at once (a busy chat) costs the others nothing.
+			announced = true
+			a.store.PollWaiting(s.User.ID, s.hash)
 		}
 		select {
 		case <-woken:

@@ -23,6 +23,11 @@ type metrics struct {
 	// conns is the connection cap of the server's listeners; nil when the
 	// handler is served without them (tests).
 	conns *connLimiter
+	// node and addr say which node of several this is (webim_node_info);
+	// both are set before the server serves.
+	node, addr string
+	// engine writes the engine's own metrics, if it has any.
+	engine metricsWriter
 
 	mu     sync.Mutex
 	routes map[string]*histogram
@@ -61,6 +66,9 @@ func (m *metrics) observe(route string, d time.Duration) {
 	m.mu.Unlock()
 }
 
+// metricsWriter is a store with metrics of its own.
+type metricsWriter interface{ writeMetrics(w io.Writer) }
+
 // gauges are the values read at scrape time.
 type gauges struct {
 	onlineUsers    int
@@ -78,6 +86,12 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)
 	fmt.Fprintf(w, "# HELP webim_goroutines Goroutines in the server process.\n# TYPE webim_goroutines gauge\nwebim_goroutines %d\n", runtime.NumGoroutine())
 	fmt.Fprintf(w, "# HELP webim_parked_polls Long-polls waiting without a goroutine (a subset of open polls).\n# TYPE webim_parked_polls gauge\nwebim_parked_polls %d\n", g.parkedPolls)
+
+	fmt.Fprintf(w, "# HELP webim_node_info This node: its id (in its logs too) and listening address.\n# TYPE webim_node_info gauge\nwebim_node_info{node=%s,addr=%s} 1\n",
+		strconv.Quote(m.node), strconv.Quote(m.addr))
+	if m.engine != nil {
+		m.engine.writeMetrics(w)
+	}
 
 	if c := m.conns; c != nil {
 		fmt.Fprintf(w, "# HELP webim_open_connections Client connections open now, parked polls' included.\n# TYPE webim_open_connections gauge\nwebim_open_connections %d\n", c.open.Load())

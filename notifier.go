@@ -60,6 +60,22 @@ func (n *notifier) notify(users []int64) {
 	n.mu.Unlock()
 }
 
+// notifyAll wakes every waiter and parked poll: changes may have been missed
+// (storeHooks.Resync), and each reads its queue again.
+func (n *notifier) notifyAll() {
+	n.mu.Lock()
+	for u, wp := range n.waiters {
+		close(wp.ch)
+		delete(n.waiters, u)
+	}
+	for _, ps := range n.parked {
+		for _, p := range ps {
+			p.wake()
+		}
+	}
+	n.mu.Unlock()
+}
+
 // park registers a parked poll of user, woken by each notify of the user
 // until unpark.
 func (n *notifier) park(user int64, p waker) {

@@ -114,8 +114,18 @@ type pgStore struct {
 	quit    chan struct{} // closed by Close: background loops stop
 	bg      sync.WaitGroup
 
+	// hooks are the server's (Wire); an admin command keeps the defaults.
+	hooks    storeHooks
 	onCommit func(users []int64)
 	isOnline func(user int64) bool
+
+	// node names this process in its notifications (postgres_listen.go).
+	node string
+	// listenCfg is the configuration of the listener's own connection.
+	listenCfg *pgx.ConnConfig
+	// listening: the listener is connected now; everListened: it has been.
+	listening, everListened atomic.Bool
+	stats                   pgListenStats
 
 	queued atomic.Int64
 
@@ -167,18 +177,21 @@ func openPostgres(url string, maxQueue int, log *slog.Logger, shared bool) (*pgS
 		return nil, fail(err)
 	}
 	s := &pgStore{
-		pool:     pool,
-		where:    where,
-		log:      log,
-		maxQueue: maxQueue,
-		shared:   shared,
-		now:      time.Now,
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
-		quit:     make(chan struct{}),
-		onCommit: func([]int64) {},
-		isOnline: func(int64) bool { return false },
-		users:    map[string]User{},
+		pool:      pool,
+		where:     where,
+		log:       log,
+		maxQueue:  maxQueue,
+		shared:    shared,
+		now:       time.Now,
+		wake:      make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
+		quit:      make(chan struct{}),
+		hooks:     storeHooks{}.withDefaults(),
+		onCommit:  func([]int64) {},
+		isOnline:  func(int64) bool { return false },
+		node:      newNodeID(),
+		listenCfg: cc.Copy(),
+		users:     map[string]User{},
 	}
 	if err := s.migrate(context.Background()); err != nil {
 		pool.Close()
@@ -293,8 +306,16 @@ func (s *pgStore) migrateStep(ctx context.Context) (done bool, err error) {
 	return version == latest, nil
 }
 
-func (s *pgStore) Wire(onCommit func([]int64), isOnline func(int64) bool) {
-	s.onCommit, s.isOnline = onCommit, isOnline
+// Wire takes the server's hooks and starts listening to the other nodes
+// (postgres_listen.go). Call it once, before serving.
+func (s *pgStore) Wire(h storeHooks) {
+	h = h.withDefaults()
+	s.hooks, s.onCommit, s.isOnline = h, h.Woken, h.IsOnline
+	if h.Node != "" {
+		s.node = h.Node
+	}
+	s.bg.Add(1)
+	go s.listen(s.listenCfg)
 }
 
 func (s *pgStore) Now() time.Time { return s.now() }
@@ -507,6 +528,7 @@ func (s *pgStore) runBatch(batch []*pgOp) {
 		for _, f := range tx.after {
 			f()
 		}
+		s.stats.sent.Add(tx.notified)
 		if len(tx.woken) > 0 {
 			s.onCommit(dedupe(tx.woken))
 		}
@@ -586,7 +608,11 @@ type pgTx struct {
 
 	sends, cleans []*pgOp
 
-	woken       []int64
+	woken []int64
+	// notes are what the other nodes must hear of besides woken queues;
+	// notified counts the notifications the commit sends.
+	notes       pgNotes
+	notified    int64
 	after       []func()
 	queuedDelta int64
 	// release is set when queue rows holding messages were deleted: the
@@ -729,11 +755,13 @@ func (tx *pgTx) run(batch []*pgOp) error {
 // its first write); any other error fails the batch.
 func (tx *pgTx) runOp(op *pgOp) error {
 	woken, after, delta, rows := len(tx.woken), len(tx.after), tx.queuedDelta, tx.rows.len()
+	sessions, polls := len(tx.notes.sessions), len(tx.notes.polls)
 	err := op.fn(tx)
 	if err == nil {
 		return nil
 	}
 	tx.woken, tx.after, tx.queuedDelta = tx.woken[:woken], tx.after[:after], delta
+	tx.notes.sessions, tx.notes.polls = tx.notes.sessions[:sessions], tx.notes.polls[:polls]
 	tx.rows.filter(func(i int) bool { return i < rows })
 	if !isClientError(err) {
 		return err
@@ -793,7 +821,7 @@ func (tx *pgTx) commit() error {
 			dirty = append(dirty, id)
 		}
 	}
-	if !tx.begun && tx.rows.len() == 0 && len(dirty) == 0 && tx.msgs.len() == 0 && !tx.release && !tx.refreshQueued {
+	if !tx.begun && tx.rows.len() == 0 && len(dirty) == 0 && tx.msgs.len() == 0 && !tx.release && !tx.refreshQueued && tx.notes.empty() {
 		return nil // nothing was read or written: every op refused, or none wrote
 	}
 	b := &pgx.Batch{}
@@ -819,6 +847,9 @@ func (tx *pgTx) commit() error {
 			return row.Scan(&tx.queuedTotal)
 		})
 	}
+	// Inside the transaction: Postgres delivers the notifications only if
+	// it commits.
+	tx.queueNotify(b)
 	tx.beginIn(b)
 	b.Queue("COMMIT")
 	tx.commitSent = true

@@ -33,6 +33,10 @@ func (s *pgStore) ListUsers(ctx context.Context) ([]adminUser, error) {
 // adminEvent tells running servers that user's sessions are gone and the
 // queues changed by queuedDelta messages.
 func (tx *pgTx) adminEvent(user, queuedDelta int64) error {
+	// admin_events reach every node within adminCheckEvery; the hint makes
+	// it at once, and covers an event whose id a slower transaction took
+	// before one a node has already read.
+	tx.sessionChanged(user)
 	if _, err := tx.exec(`INSERT INTO admin_events (user_id, queued_delta, at) VALUES ($1, $2, $3)`,
 		user, queuedDelta, unixMilli(tx.now)); err != nil {
 		return err

@@ -117,7 +117,7 @@ func TestPostgresPushAndDeletedUser(t *testing.T) {
 	admin.shared = true
 	online := map[int64]bool{}
 	var mu sync.Mutex
-	admin.Wire(func([]int64) {}, func(u int64) bool { mu.Lock(); defer mu.Unlock(); return online[u] })
+	admin.Wire(storeHooks{IsOnline: func(u int64) bool { mu.Lock(); defer mu.Unlock(); return online[u] }})
 	ctx := context.Background()
 	a, b := pgFriends(t, server, "alice", "bob")
 	c, err := server.CreateUser(ctx, "carol", "Carol", "x")

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // StartSession stores a new session for user and marks the older ones
@@ -17,14 +19,28 @@ func (s *pgStore) StartSession(ctx context.Context, user int64, h tokenHash) err
 			h[:], user, now); err != nil {
 			return err
 		}
+		// The node holding the replaced session live ends it (its poll
+		// gets session_replaced).
+		tx.sessionChanged(user)
 		return tx.dropNotices(user)
 	})
 }
 
+// EndSession deletes the session, and tells the node that may hold it live.
 func (s *pgStore) EndSession(ctx context.Context, h tokenHash) error {
 	return s.do(func(tx *pgTx) error {
-		_, err := tx.exec(`DELETE FROM sessions WHERE token_hash = $1`, h[:])
-		return err
+		rows, err := tx.query(`DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id`, h[:])
+		if err != nil {
+			return err
+		}
+		users, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			tx.sessionChanged(u)
+		}
+		return nil
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,20 @@ func newToken() (string, tokenHash, error) {
 	}
 	t := base64.RawURLEncoding.EncodeToString(b)
 	return t, sha256.Sum256([]byte(t)), nil
+}
+
+// tag names a session to other nodes without giving them its hash: 12 bytes
+// of it tell sessions apart as well as the whole.
+func (h tokenHash) tag() string { return base64.RawURLEncoding.EncodeToString(h[:12]) }
+
+// newNodeID names this process among the nodes of a shared database, for
+// their notifications, its logs and /metrics.
+func newNodeID() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on the systems Go supports
+	}
+	return hex.EncodeToString(b)
 }
 
 // hashToken hashes a presented token; ok is false for anything that is not
@@ -114,6 +130,22 @@ func (s *Session) beginPoll() (superseded <-chan struct{}, end func()) {
 			s.poll = nil
 		}
 		s.pollMu.Unlock()
+	}
+}
+
+// pollTakenElsewhere ends the session's current poll, which a newer poll on
+// another node has taken the place of, as beginPoll would here.
+func (s *Session) pollTakenElsewhere() {
+	s.pollMu.Lock()
+	if s.poll != nil {
+		close(s.poll)
+		s.poll = nil
+	}
+	old := s.parked
+	s.parked = nil
+	s.pollMu.Unlock()
+	if old != nil {
+		old.wake()
 	}
 }
 
@@ -273,9 +305,11 @@ func (m *sessions) loadLocked(ctx context.Context, h tokenHash) (*Session, error
 		return nil, errUnauthorized
 	}
 	if old := m.byUser[row.User.ID]; old != nil {
-		// Cannot happen while the database and memory agree; if they ever
-		// do not, the newer login in memory wins.
-		return nil, errSessionReplaced
+		// A login on another node replaced old, and its hint has not come
+		// yet: the database, which has this one live, is the truth. (A
+		// login here puts its session in memory only after committing, and
+		// until then this read would have found the row replaced.)
+		m.endLocked(old, errSessionReplaced)
 	}
 	return m.newLive(h, row.User, row.LastSeen), nil
 }
@@ -311,4 +345,50 @@ func (m *sessions) Live(user int64) *Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.byUser[user]
+}
+
+// liveUsers lists the users with a live session here.
+func (m *sessions) liveUsers() []int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]int64, 0, len(m.byUser))
+	for u := range m.byUser {
+		out = append(out, u)
+	}
+	return out
+}
+
+// Recheck reads user's live session here from the database and ends it if
+// another process replaced it or ended it (logout, password, disabled,
+// deleted). It returns the session it ended, with the reason, or nil.
+func (m *sessions) Recheck(ctx context.Context, user int64) (reason error, ended *Session, err error) {
+	// A login or logout here must not swap sessions between the read and
+	// the end.
+	lock := m.loginLock(user)
+	lock.Lock()
+	defer lock.Unlock()
+	s := m.Live(user)
+	if s == nil {
+		return nil, nil, nil
+	}
+	row, err := m.store.LoadSession(ctx, s.hash)
+	switch {
+	case errors.Is(err, errUnauthorized):
+		reason = errUnauthorized
+	case err != nil:
+		return nil, nil, err
+	case row.Replaced:
+		reason = errSessionReplaced
+	case row.Disabled:
+		reason = errUnauthorized
+	default:
+		return nil, nil, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byUser[user] != s {
+		return nil, nil, nil
+	}
+	m.endLocked(s, reason)
+	return reason, s, nil
 }

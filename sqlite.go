@@ -296,9 +296,16 @@ func (s *sqliteStore) Close() error {
 	return errors.Join(ckptErr, s.read.Close(), s.write.Close())
 }
 
-func (s *sqliteStore) Wire(onCommit func([]int64), isOnline func(int64) bool) {
-	s.onCommit, s.isOnline = onCommit, isOnline
+// Wire keeps only the hooks a single process needs: with one writer there
+// is nobody else to hear from.
+func (s *sqliteStore) Wire(h storeHooks) {
+	h = h.withDefaults()
+	s.onCommit, s.isOnline = h.Woken, h.IsOnline
 }
+
+// PollWaiting does nothing: every poll of a SQLite database is in this
+// process, where Session.beginPoll keeps one per session.
+func (s *sqliteStore) PollWaiting(int64, tokenHash) {}
 
 func (s *sqliteStore) Now() time.Time { return s.now() }
 

@@ -18,11 +18,15 @@ import (
 // webim's own sentinels (errors.go) for what the client did wrong, and
 // errStorage (wrapped) when the database failed: the client may retry.
 type Store interface {
-	// Wire connects the server's in-memory parts before it serves: onCommit
-	// is told which users' queues a commit added events to (their polls
-	// wake); isOnline says whether a user can get transient notices, which
-	// are only written for those who can. Neither may wait on the store.
-	Wire(onCommit func(users []int64), isOnline func(user int64) bool)
+	// Wire connects the server's in-memory parts before it serves (see
+	// storeHooks). Only a serving process calls it: an engine shared by
+	// several processes starts listening to the others here.
+	Wire(h storeHooks)
+	// PollWaiting tells the other processes of a shared database that a
+	// poll of session h waits here now, so that an older poll of the same
+	// session elsewhere ends (one poll per session, across nodes). It never
+	// waits; an engine with a single process does nothing.
+	PollWaiting(user int64, h tokenHash)
 	// Now is the store's clock; SetClock replaces it (tests).
 	Now() time.Time
 	SetClock(now func() time.Time)
@@ -227,4 +231,53 @@ type storeStats struct {
 	DBBytes         int64 // the database (with its WAL, on SQLite)
 	Files           int64
 	FilesBytes      int64
+}
+
+// storeHooks are what an engine tells the server's in-memory parts. An
+// engine calls them from its writer and, on a database shared by several
+// processes, from the goroutine that hears the others: so none may wait on
+// the store, and none may block.
+type storeHooks struct {
+	// Node names this process in what it tells the others, so that it can
+	// skip its own announcements (it acted on them when it made them).
+	Node string
+	// Woken is told which users' queues a commit added events to: this
+	// process's commits, and on a shared database the others' too. Their
+	// polls wake and read the queue again.
+	Woken func(users []int64)
+	// IsOnline says whether a user can get transient notices, which are
+	// only written for those who can.
+	IsOnline func(user int64) bool
+	// Resync says that what other processes did may have gone unheard for
+	// a while (the engine lost its line to them): every waiting poll reads
+	// again, and every live session is checked against the database.
+	Resync func()
+	// SessionsChanged is told which users another process started or ended
+	// sessions of (a login, a logout, an admin command): their live sessions
+	// here are checked against the database.
+	SessionsChanged func(users []int64)
+	// PollTaken says that a poll of the session with this tag (tokenHash.tag)
+	// of user began waiting in another process: the one here, if any, ends.
+	PollTaken func(user int64, tag string)
+}
+
+// withDefaults fills the hooks left nil with ones that do nothing, so an
+// engine calls them without checking.
+func (h storeHooks) withDefaults() storeHooks {
+	if h.Woken == nil {
+		h.Woken = func([]int64) {}
+	}
+	if h.IsOnline == nil {
+		h.IsOnline = func(int64) bool { return false }
+	}
+	if h.Resync == nil {
+		h.Resync = func() {}
+	}
+	if h.SessionsChanged == nil {
+		h.SessionsChanged = func([]int64) {}
+	}
+	if h.PollTaken == nil {
+		h.PollTaken = func(int64, string) {}
+	}
+	return h
 }

@@ -275,7 +275,7 @@ func TestStore_CommitWakesTheRecipient(t *testing.T) {
 	users := storeFriends(t, s, 3)
 	a, b, c := users[0], users[1], users[2]
 	woken := make(chan []int64, 16)
-	s.Wire(func(ids []int64) { woken <- append([]int64(nil), ids...) }, func(int64) bool { return false })
+	s.Wire(storeHooks{Woken: func(ids []int64) { woken <- append([]int64(nil), ids...) }, IsOnline: func(int64) bool { return false }})
 	ctx := context.Background()
 	if _, err := s.Block(ctx, c, a.Username); err != nil {
 		t.Fatal(err)
