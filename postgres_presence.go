@@ -182,6 +182,10 @@ func (p *pgPresence) LoggedIn(u User) {
 	}
 	p.dirty[u.ID] = u
 	p.mu.Unlock()
+	// The claim makes the user online wherever they are: say so here now.
+	p.viewMu.Lock()
+	p.setViewLocked(u.ID, true)
+	p.viewMu.Unlock()
 	p.signal()
 }
 
@@ -193,6 +197,11 @@ func (p *pgPresence) LoggedOut(u User) {
 	p.logouts[u.ID] = u
 	p.forgetIfIdleLocked(st)
 	p.mu.Unlock()
+	// A logout ends every node's claim, so the user is offline: this node
+	// says so at once, as one node would, not a tick later.
+	p.viewMu.Lock()
+	p.setViewLocked(u.ID, false)
+	p.viewMu.Unlock()
 	p.signal()
 }
 
