@@ -100,7 +100,9 @@ const pgLookupRecipients = `SELECT p.i, coalesce(u.id, 0), coalesce(u.display_na
 
 // The clean of several users at once: their events go, each message loses
 // one reference per queue row that held it, and each user's count of
-// removed messages comes back. A message whose last reference goes is
+// removed messages comes back. The queue rows are found by the primary key
+// (user_id = ANY), never by a hash join over a scan of the table, which
+// between vacuums is mostly dead rows. A message whose last reference goes is
 // deleted here, with its file and the file's bytes (chunks cascade), rather
 // than updated to refs 0 and released by another statement: an update of
 // messages is never HOT (refs is in messages_unreferenced's predicate), so
@@ -111,7 +113,8 @@ const pgLookupRecipients = `SELECT p.i, coalesce(u.id, 0), coalesce(u.display_na
 // the delete, which see the rows as of the statement's start, act on the
 // newest version of each (READ COMMITTED rechecks a row changed since).
 const pgCleanQueues = `WITH c AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS c(u, upto)),
-	gone AS (DELETE FROM queue q USING c WHERE q.user_id = c.u AND q.seq <= c.upto
+	gone AS (DELETE FROM queue q WHERE q.user_id = ANY($1::int8[])
+			AND q.seq <= ($2::int8[])[array_position($1::int8[], q.user_id)]
 		RETURNING q.user_id, q.kind, q.message_id),
 	rel AS (SELECT message_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY message_id),
 	held AS (SELECT m.id, m.refs - rel.n AS refs FROM messages m JOIN rel ON m.id = rel.message_id
@@ -189,8 +192,9 @@ func (tx *pgTx) runGroup() error {
 		for i, k := range cids {
 			ss[i], cs[i] = k.sender, []byte(k.cid)
 		}
-		b.Queue(pgMessageSelect+` JOIN unnest($1::int8[], $2::bytea[]) AS k(s, c) ON m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL`,
-			ss, cs).Query(func(rows pgx.Rows) error {
+		// One probe of the unique index per key (LATERAL): as a join the
+		// planner may hash a scan of the whole table, dead rows included.
+		b.Queue(pgLookupCIDs, ss, cs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var sender int64
 				m, err := pgScanMessage(rows, &sender)
@@ -372,6 +376,9 @@ func (tx *pgTx) runGroup() error {
 	}
 	return nil
 }
+
+const pgLookupCIDs = `SELECT m.* FROM unnest($1::int8[], $2::bytea[]) AS k(s, c),
+	LATERAL (` + pgMessageSelect + ` WHERE m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL) AS m`
 
 const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''::bytea),
 	f.id, f.name, f.size, f.content_type
