@@ -416,23 +416,9 @@ func (s *pgStore) signalWriter() {
 	}
 }
 
-// Under load the clients of one batch come back together after its commit:
-// the first op to arrive would start a batch of its own while the rest wait
-// for that commit (batches of 1 and ~199 ops alternate, each paying a
-// commit). So after a batch of at least pgLingerAfter ops the writer waits
-// up to pgLinger for half as many before it starts. Light load, whose
-// batches are small, never waits.
-const (
-	pgLingerAfter = 16
-	pgLinger      = 500 * time.Microsecond
-)
-
 func (s *pgStore) runWriter() {
 	defer close(s.stopped)
 	var batch []*pgOp
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
-	last := 0 // ops in the last batch
 	for {
 		s.mu.Lock()
 		for len(s.pending) == 0 && !s.closed {
@@ -444,26 +430,12 @@ func (s *pgStore) runWriter() {
 			s.mu.Unlock()
 			return
 		}
-		if last >= pgLingerAfter && len(s.pending) < last/2 && !s.closed {
-			linger.Reset(pgLinger)
-			for waiting := true; waiting && len(s.pending) < last/2 && !s.closed; {
-				s.mu.Unlock()
-				select {
-				case <-s.wake:
-				case <-linger.C:
-					waiting = false
-				}
-				s.mu.Lock()
-			}
-			linger.Stop()
-		}
 		n := min(len(s.pending), maxOpsPerTx)
 		batch = append(batch[:0], s.pending[:n]...)
 		s.pending = append(s.pending[:0:0], s.pending[n:]...)
 		s.mu.Unlock()
 
 		s.runBatch(batch)
-		last = len(batch)
 		clear(batch)
 	}
 }
