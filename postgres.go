@@ -615,9 +615,6 @@ type pgTx struct {
 	notified    int64
 	after       []func()
 	queuedDelta int64
-	// release is set when queue rows holding messages were deleted: the
-	// messages (and files) no queue holds any more go before COMMIT.
-	release bool
 	// refreshQueued asks for sum(queued) over all queues after this
 	// batch's changes, which then replaces the gauge.
 	refreshQueued bool
@@ -813,7 +810,7 @@ func (tx *pgTx) scanLocked(rows pgx.Rows, ids []int64) error {
 }
 
 // commit writes what the ops gathered — files, messages, queue rows, the
-// cursors — releases what cleans let go, and commits, in one round trip.
+// cursors — and commits, in one round trip.
 func (tx *pgTx) commit() error {
 	var dirty []int64
 	for id, c := range tx.cur {
@@ -821,7 +818,7 @@ func (tx *pgTx) commit() error {
 			dirty = append(dirty, id)
 		}
 	}
-	if !tx.begun && tx.rows.len() == 0 && len(dirty) == 0 && tx.msgs.len() == 0 && !tx.release && !tx.refreshQueued && tx.notes.empty() {
+	if !tx.begun && tx.rows.len() == 0 && len(dirty) == 0 && tx.msgs.len() == 0 && !tx.refreshQueued && tx.notes.empty() {
 		return nil // nothing was read or written: every op refused, or none wrote
 	}
 	b := &pgx.Batch{}
@@ -838,9 +835,6 @@ func (tx *pgTx) commit() error {
 		b.Queue(`UPDATE cursors c SET last_seq = v.l, queued = v.q, acked_seq = greatest(c.acked_seq, v.a)
 			FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS v(u, l, q, a) WHERE c.user_id = v.u`,
 			dirty, last, queued, acked)
-	}
-	if tx.release {
-		b.Queue(pgReleaseMessages)
 	}
 	if tx.refreshQueued {
 		b.Queue(`SELECT coalesce(sum(queued), 0) FROM cursors`).QueryRow(func(row pgx.Row) error {

@@ -100,12 +100,29 @@ const pgLookupRecipients = `SELECT p.i, coalesce(u.id, 0), coalesce(u.display_na
 
 // The clean of several users at once: their events go, each message loses
 // one reference per queue row that held it, and each user's count of
-// removed messages comes back.
+// removed messages comes back. The queue rows are found by the primary key
+// (user_id = ANY), never by a hash join over a scan of the table, which
+// between vacuums is mostly dead rows. A message whose last reference goes is
+// deleted here, with its file and the file's bytes (chunks cascade), rather
+// than updated to refs 0 and released by another statement: an update of
+// messages is never HOT (refs is in messages_unreferenced's predicate), so
+// each one writes a tuple and an entry in every index, the unique one with
+// its check included. The message rows are locked first, in id order: under
+// the lock held shows their refs as committed by any other writer (whose
+// clean of the message's other copy this one waited for), and the update and
+// the delete, which see the rows as of the statement's start, act on the
+// newest version of each (READ COMMITTED rechecks a row changed since).
 const pgCleanQueues = `WITH c AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS c(u, upto)),
-	gone AS (DELETE FROM queue q USING c WHERE q.user_id = c.u AND q.seq <= c.upto
+	gone AS (DELETE FROM queue q WHERE q.user_id = ANY($1::int8[])
+			AND q.seq <= ($2::int8[])[array_position($1::int8[], q.user_id)]
 		RETURNING q.user_id, q.kind, q.message_id),
 	rel AS (SELECT message_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY message_id),
-	upd AS (UPDATE messages m SET refs = m.refs - rel.n FROM rel WHERE m.id = rel.message_id RETURNING 1),
+	held AS (SELECT m.id, m.refs - rel.n AS refs FROM messages m JOIN rel ON m.id = rel.message_id
+		ORDER BY m.id FOR UPDATE OF m),
+	upd AS (UPDATE messages m SET refs = held.refs FROM held WHERE m.id = held.id AND held.refs > 0 RETURNING 1),
+	m AS (DELETE FROM messages m USING held WHERE m.id = held.id AND held.refs <= 0 RETURNING m.file_id),
+	f AS (DELETE FROM files USING m WHERE files.id = m.file_id RETURNING files.storage_name),
+	b AS (DELETE FROM blobs USING f WHERE blobs.storage_name = f.storage_name RETURNING 1),
 	per AS (SELECT user_id, count(*) AS n FROM gone WHERE kind = 1 GROUP BY user_id)
 	SELECT c.u, coalesce(per.n, 0) FROM c LEFT JOIN per ON per.user_id = c.u`
 
@@ -175,8 +192,9 @@ func (tx *pgTx) runGroup() error {
 		for i, k := range cids {
 			ss[i], cs[i] = k.sender, []byte(k.cid)
 		}
-		b.Queue(pgMessageSelect+` JOIN unnest($1::int8[], $2::bytea[]) AS k(s, c) ON m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL`,
-			ss, cs).Query(func(rows pgx.Rows) error {
+		// One probe of the unique index per key (LATERAL): as a join the
+		// planner may hash a scan of the whole table, dead rows included.
+		b.Queue(pgLookupCIDs, ss, cs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var sender int64
 				m, err := pgScanMessage(rows, &sender)
@@ -254,9 +272,6 @@ func (tx *pgTx) runGroup() error {
 		c.acked = max(c.acked, min(cl.upto, c.lastSeq))
 		c.dirty = true
 		tx.queuedDelta -= cl.removed
-		if cl.removed > 0 {
-			tx.release = true
-		}
 	}
 
 	// Recipients the name cache did not know (or knew wrong) are locked now.
@@ -361,6 +376,9 @@ func (tx *pgTx) runGroup() error {
 	}
 	return nil
 }
+
+const pgLookupCIDs = `SELECT m.* FROM unnest($1::int8[], $2::bytea[]) AS k(s, c),
+	LATERAL (` + pgMessageSelect + ` WHERE m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL) AS m`
 
 const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''::bytea),
 	f.id, f.name, f.size, f.content_type
