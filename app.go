@@ -24,6 +24,7 @@ type App struct {
 	parker   *parker
 	limits   *limits
 	metrics  *metrics
+	typing   *typingThrottle
 	hasher   *hasher
 	static   fs.FS
 	handler  http.Handler
@@ -42,6 +43,9 @@ type App struct {
 func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = defaultMaxQueue
+	}
+	if cfg.MaxGroupMembers <= 0 {
+		cfg.MaxGroupMembers = defaultMaxGroupMembers
 	}
 	if cfg.MaxFileSize <= 0 {
 		cfg.MaxFileSize = defaultMaxFileSize
@@ -65,6 +69,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		parker:       newParker(),
 		limits:       newLimits(cfg.RateLimitExempt),
 		metrics:      newMetrics(),
+		typing:       newTypingThrottle(),
 		hasher:       newHasher(),
 		static:       static,
 		shuttingDown: make(chan struct{}),

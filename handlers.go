@@ -51,6 +51,15 @@ func (a *App) routes() http.Handler {
 	authed("GET /api/files/{id}", a.handleDownload)
 	authed("GET /api/poll", a.handlePoll)
 	authed("POST /api/clean", a.handleClean)
+	authed("POST /api/groups", a.handleCreateGroup)
+	authed("GET /api/groups", a.handleGroups)
+	authed("GET /api/groups/{id}", a.handleGroup)
+	authed("PATCH /api/groups/{id}", a.handleRenameGroup)
+	authed("POST /api/groups/{id}/members/{username}", a.handleAddGroupMember)
+	authed("DELETE /api/groups/{id}/members/{username}", a.handleRemoveGroupMember)
+	authed("POST /api/read", a.handleRead)
+	authed("GET /api/conversations", a.handleConversations)
+	authed("POST /api/typing", a.handleTyping)
 	handle("GET /api/config", a.handleConfig)
 	handle("GET /api/health", a.handleHealth)
 	handle("GET /metrics", a.handleMetrics)
@@ -58,7 +67,7 @@ func (a *App) routes() http.Handler {
 	handle("GET /static/", a.handleStatic)
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		// Distinguish a known path with the wrong method from an unknown one.
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPatch} {
 			r2 := r.Clone(r.Context())
 			r2.Method = m
 			if _, p := mux.Handler(r2); p != "/" && p != "" {

@@ -46,6 +46,13 @@ func (t *tails) read(user, cursor int64, limit int) (events []Event, ok bool) {
 	return events, true
 }
 
+// has reports whether user has a tail.
+func (t *tails) has(user int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byUser[user] != nil
+}
+
 // request marks user's tail as asked for; it reports whether the caller
 // should ask the writer to make it.
 func (t *tails) request(user int64) bool {
