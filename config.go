@@ -21,10 +21,10 @@ const (
 
 // Config is everything the server is told at start.
 type Config struct {
-	Addr            string
-	DBPath          string
-	MaxFileSize     int64
-	MaxQueue        int
+	Addr        string
+	DBPath      string
+	MaxFileSize int64
+	MaxQueue    int
 	// MaxGroupMembers bounds a group, its owner included.
 	MaxGroupMembers int
 	RateLimitExempt []netip.Prefix
