@@ -62,6 +62,9 @@ type Event struct {
 	// a bare id (read, typing).
 	Group json.RawMessage `json:"group,omitempty"`
 	Upto  *int64          `json:"upto,omitempty"`
+	// ephemeral events (typing) live only in a tail, and leave it once a
+	// poll has taken them: they are never delivered twice.
+	ephemeral bool
 }
 
 // noticePayload is what a notice stores: the user it is about.

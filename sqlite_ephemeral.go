@@ -52,6 +52,7 @@ func (s *sqliteStore) QueueEphemeral(users []int64, e Event) {
 			ev := e
 			ev.Seq = c.lastSeq
 			ev.At = apiTime(tx.now)
+			ev.ephemeral = true
 			tx.tail(func(t *tails) { t.add(u, ev) })
 			tx.wakeUser(u)
 		}

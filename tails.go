@@ -10,7 +10,10 @@ const maxTailEvents = 256
 // that is caught up (the usual case) is answered without touching SQLite.
 // Only the writer changes a tail, after the commit that made its events
 // durable, in the order of its ops; polls read it. A tail is a cache: it can
-// be dropped at any time, and the database answers instead.
+// be dropped at any time, and the database answers instead. The one thing
+// it holds that the database does not is ephemeral events (typing,
+// sqlite_ephemeral.go), which are transient: dropped with it, and taken out
+// by the poll that delivers them.
 type tails struct {
 	mu      sync.Mutex
 	byUser  map[int64]*tail
@@ -43,6 +46,19 @@ func (t *tails) read(user, cursor int64, limit int) (events []Event, ok bool) {
 	n := min(len(tl.events)-i, limit)
 	events = make([]Event, n)
 	copy(events, tl.events[i:i+n])
+	taken := false
+	for _, e := range events {
+		taken = taken || e.ephemeral
+	}
+	if taken {
+		kept := tl.events[:i:i]
+		for j, e := range tl.events[i:] {
+			if !e.ephemeral || j >= n {
+				kept = append(kept, e)
+			}
+		}
+		tl.events = kept
+	}
 	return events, true
 }
 
