@@ -11,6 +11,11 @@ import { setupMenu } from './menu.js';
 import { messageEl } from './messageview.js';
 import { Poller } from './poll.js';
 import {
+  setupGroups, resetGroups, loadGroups, handleGroupEvent, messageArrived, typingInput, sendRead,
+  renderTyping, decorateTick, renderGroupHeader, hideGroupHeader, renderGroupList, isGroupKey, groupKey,
+  groupIdOf, groupOf,
+} from './groups.js';
+import {
   state, conv, storageGet, storageSet, saveLastRead, unreadOf, remember, nameOf, userOf, IMAGE_TYPES,
 } from './state.js';
 
@@ -96,7 +101,7 @@ function renderSidebar() {
 
   // Friends, and anyone else we have messages with, most recent conversation first.
   const names = new Set([...state.friends.keys()]);
-  for (const [name, c] of state.convs) if (c.items.length) names.add(name);
+  for (const [name, c] of state.convs) if (c.items.length && !isGroupKey(name)) names.add(name);
   const rows = [...names].map((name) => {
     const c = state.convs.get(name);
     const last = c && c.items.length ? c.items[c.items.length - 1] : null;
@@ -117,6 +122,7 @@ function renderSidebar() {
     return friendItem(row.name, online, unread, preview, sig);
   }));
   $('friends-empty').hidden = rows.length > 0;
+  renderGroupList(unreadOf, previewOf);
 
   // Outgoing requests.
   const outgoing = [...state.outgoing.values()].sort(byName);
@@ -291,10 +297,17 @@ let shownConv = null;
 
 function renderConversation(c) {
   const peer = c.username;
-  const friend = state.friends.get(peer);
-  const blocked = state.blocked.has(peer);
+  const group = isGroupKey(peer);
+  const friend = group ? null : state.friends.get(peer);
+  const blocked = !group && state.blocked.has(peer);
   const switched = shownConv !== peer;
   shownConv = peer;
+  $('app-screen').dataset.conv = group ? 'group' : 'direct';
+  if (group) {
+    renderGroupConversation(c, switched);
+    return;
+  }
+  hideGroupHeader();
 
   $('conv-title').textContent = nameOf(peer);
   const avSig = `${peer}|${nameOf(peer)}|${friend ? friend.online : 'x'}`;
@@ -310,6 +323,7 @@ function renderConversation(c) {
     statusEl.textContent = blocked ? 'Blocked' : `@${peer} · not a friend`;
     delete statusEl.dataset.online;
   }
+  $('friend-menu-btn').hidden = false;
   $('unfriend-btn').hidden = !friend;
   $('block-btn').hidden = blocked;
   $('unblock-btn').hidden = !blocked;
@@ -326,8 +340,23 @@ function renderConversation(c) {
     note.hidden = true;
   }
   for (const id of ['message-input', 'send-btn', 'emoji-btn', 'attach-btn']) $(id).disabled = !canSend;
+  renderMessages(c, switched);
+}
 
-  // Messages.
+// renderGroupConversation is renderConversation for a group: its header, and
+// a composer open to members.
+function renderGroupConversation(c, switched) {
+  const member = renderGroupHeader(c.username);
+  $('friend-menu-btn').hidden = true;
+  const note = $('composer-note');
+  note.hidden = member;
+  note.textContent = member ? '' : 'You are no longer in this group.';
+  for (const id of ['message-input', 'send-btn', 'emoji-btn', 'attach-btn']) $(id).disabled = !member;
+  renderMessages(c, switched);
+}
+
+function renderMessages(c, switched) {
+  const peer = c.username;
   const scroller = $('message-scroll');
   const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   const els = [];
@@ -342,6 +371,7 @@ function renderConversation(c) {
       d - prev.sentAt > 5 * 60 * 1000;
     const el = messageEl(r, messageActions);
     el.classList.toggle('first', first);
+    if (r.from === state.me.username) decorateTick(el, peer, r);
     els.push(el);
     prev = r;
   }
@@ -353,6 +383,7 @@ function renderConversation(c) {
     c.newBelow = false;
   }
   $('new-below').hidden = !c.newBelow;
+  renderTyping(peer);
 
   // Reading: the open conversation counts as read while the page is visible.
   if (!document.hidden) markRead(c);
@@ -366,6 +397,8 @@ function markRead(c) {
     saveLastRead(c);
     render();
   }
+  // The server's marker: the other side's ticks and every device's counts.
+  sendRead(c.username, max);
 }
 
 const msgCache = new Map(); // day dividers
@@ -420,8 +453,9 @@ function recordFrom(m, seq) {
 // onMessageEvent files a message from the queue into its conversation, once.
 function onMessageEvent(m, seq) {
   const me = state.me.username;
-  const peer = m.from === me ? m.to : m.from;
+  const peer = m.group ? groupKey(m.group) : (m.from === me ? m.to : m.from);
   const c = conv(peer);
+  messageArrived(peer, m.from);
   const known = c.byId.get(m.id);
   if (known) {
     known.seq = seq;
@@ -502,8 +536,8 @@ function sendText() {
 
 function sendFile(file) {
   const peer = state.active;
-  if (!peer || !state.friends.has(peer)) {
-    toast('Open a conversation with a friend to send files.');
+  if (!peer || !(state.friends.has(peer) || groupOf(peer))) {
+    toast('Open a conversation with a friend or a group to send files.');
     return;
   }
   const c = conv(peer);
@@ -531,7 +565,9 @@ async function deliver(r) {
         r.progress = p;
         if (r.progressEl) r.progressEl.value = p;
       })
-      : await api.sendMessage(r.to, r.body, r.cid);
+      : isGroupKey(r.to)
+        ? await api.sendGroupMessage(groupIdOf(r.to), r.body, r.cid)
+        : await api.sendMessage(r.to, r.body, r.cid);
     confirmSent(r, res.message);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
@@ -577,7 +613,8 @@ function discardLocal(r) {
 function notify(peer, r) {
   if (!('Notification' in window) || Notification.permission !== 'granted') return;
   try {
-    const n = new Notification(nameOf(peer), {
+    const g = groupOf(peer);
+    const n = new Notification(g ? `${nameOf(r.from)} in ${g.name}` : nameOf(peer), {
       body: r.file ? `Sent a file: ${r.body}` : r.body.slice(0, 200),
       tag: `webim-${peer}`,
     });
@@ -652,6 +689,7 @@ function handleEvent(ev) {
       showReplaced();
       return false;
     default:
+      handleGroupEvent(ev);
       break;
   }
   return true;
@@ -890,6 +928,7 @@ function setupComposer() {
     }
   });
   input.addEventListener('input', autosize);
+  input.addEventListener('input', () => typingInput(state.active));
   input.addEventListener('input', showLength);
   input.addEventListener('paste', (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
@@ -915,12 +954,12 @@ function setupComposer() {
     if (!hasFiles(e)) return;
     e.preventDefault();
     depth++;
-    overlay.hidden = !state.friends.has(state.active);
+    overlay.hidden = !(state.friends.has(state.active) || groupOf(state.active));
   });
   zone.addEventListener('dragover', (e) => {
     if (!hasFiles(e)) return;
     e.preventDefault();
-    e.dataTransfer.dropEffect = state.friends.has(state.active) ? 'copy' : 'none';
+    e.dataTransfer.dropEffect = state.friends.has(state.active) || groupOf(state.active) ? 'copy' : 'none';
   });
   zone.addEventListener('dragleave', () => {
     depth = Math.max(0, depth - 1);
@@ -964,6 +1003,7 @@ function startPolling() {
       setConnState(s);
       if (s === 'online' && wasDown) {
         refreshLists().catch(() => {});
+        loadGroups().catch(() => {});
         retryFailed();
       }
     },
@@ -1012,6 +1052,7 @@ function startApp(user) {
   refreshLists().catch((e) => {
     if (e instanceof ApiError && e.status === 401) onUnauthorized(e);
   });
+  loadGroups().catch(() => {});
   startPolling();
 }
 
@@ -1030,9 +1071,10 @@ function signOutLocally() {
   $('user-search').value = '';
   sideCache.clear();
   friendRows.clear();
+  resetGroups();
   msgCache.clear();
   shownConv = null;
-  for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list']) {
+  for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list', 'group-list']) {
     $(id).replaceChildren();
   }
   $('message-input').value = '';
@@ -1063,6 +1105,7 @@ function setupApp() {
   });
 
   setupComposer();
+  setupGroups({ render, open: openConversation, toast, conv, onError: (e) => { if (e instanceof ApiError && e.status === 401) onUnauthorized(e); } });
   // "New messages" appears when one arrives while reading further up.
   $('new-below').addEventListener('click', () => {
     const sc = $('message-scroll');
