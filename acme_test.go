@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -166,6 +167,12 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("health: %d", resp.StatusCode)
 			}
+			if v := resp.Header.Get("Strict-Transport-Security"); v != "max-age=63072000" {
+				t.Errorf("HTTPS with an ACME certificate: Strict-Transport-Security %q", v)
+			}
+			if s := resp.TLS.CipherSuite; resp.TLS.Version == tls.VersionTLS12 && !slices.Contains(tls12Suites, s) {
+				t.Errorf("ACME HTTPS negotiated %s", tls.CipherSuiteName(s))
+			}
 			leaf := resp.TLS.PeerCertificates[0]
 			if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != acmeTestDomain {
 				t.Fatalf("certificate names %v", leaf.DNSNames)
@@ -194,6 +201,25 @@ func TestACME_PebbleIssuesCertificate(t *testing.T) {
 				conn.Close()
 				t.Fatal("handshake for a name outside -acme-domain succeeded")
 			}
+			if challenge != "tls-alpn-01" {
+				return
+			}
+			// A backup restored elsewhere serves the certificate it holds,
+			// with the CA out of reach: nothing is asked again.
+			restored := filepath.Join(t.TempDir(), "restored.db")
+			if _, _, err := runCmd(t, "backup", "-db", dbPath, restored); err != nil {
+				t.Fatal(err)
+			}
+			r2 := runInProcess(t, "-addr", "127.0.0.1:0", "-http-addr", freeLoopbackAddr(t), "-db", restored,
+				"-acme-domain", acmeTestDomain, "-acme-ca", "https://127.0.0.1:1/dir", "-acme-ca-root", p.rootFile)
+			conn, err = tls.Dial("tcp", r2.addr, &tls.Config{RootCAs: p.roots(), ServerName: acmeTestDomain})
+			if err != nil {
+				t.Fatalf("handshake with the restored server: %v\nserver log:\n%s", err, r2.stderr.String())
+			}
+			if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(leaf.SerialNumber) != 0 {
+				t.Errorf("the restored server serves certificate %v, not the backed-up %v", got, leaf.SerialNumber)
+			}
+			conn.Close()
 		})
 	}
 }

@@ -253,21 +253,16 @@ func dbFlag(fs *flag.FlagSet, env cmdEnv) *string {
 	if v := env.getenv("WEBIM_DB"); v != "" {
 		def = v
 	}
-	return fs.String("db", def, "SQLite database file (WEBIM_DB)")
+	return fs.String("db", def, "SQLite database file or postgres:// URL (WEBIM_DB)")
 }
 
-// openForAdmin opens the database beside a possibly running server. Only a
-// command that may start a fresh install creates the file: for any other, a
-// mistyped path is an error, not a new empty database.
-func openForAdmin(path string, create bool, env cmdEnv) (Store, error) {
-	if _, err := os.Stat(path); err != nil {
-		if !create || !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no database at %s (give -db or set WEBIM_DB): %w", path, err)
-		}
-		fmt.Fprintf(env.stderr, "creating a new database at %s\n", path)
+// openForAdmin opens the database beside a possibly running server.
+func openForAdmin(db string, create bool, env cmdEnv) (Store, error) {
+	if err := checkDB(db); err != nil {
+		return nil, err
 	}
 	log := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return openShared(path, log)
+	return openShared(db, create, env.stderr, log)
 }
 
 // readNewPassword reads a password, asking twice without echo on a

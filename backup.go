@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // webim backup FILE writes a consistent copy of the database, safe while the
@@ -18,6 +19,11 @@ import (
 // FILE.files/. Files are written once and never changed, only unlinked, so
 // a file the snapshot names is either copied whole or, if both queues
 // cleaned its message meanwhile, missing (reported; its download is a 404).
+// The ACME cache, <db>.acme/ (certificates, their keys and the account
+// key), goes to FILE.acme/: a server restored elsewhere then serves the
+// certificates it has instead of asking the CA again, whose rate limits
+// (Let's Encrypt: 5 certificates for the same names a week) a few restores
+// would meet.
 
 func init() {
 	commands["backup"] = &command{
@@ -49,11 +55,17 @@ func runBackup(ctx context.Context, args []string, env cmdEnv) error {
 		fs.Usage()
 		return errors.New("backup: want exactly one FILE to write")
 	}
+	if err := checkBackupable(*dbPath); err != nil {
+		return err
+	}
 	res, err := Backup(ctx, *dbPath, fs.Arg(0))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "backed up %s to %s (%d bytes, %d files", *dbPath, fs.Arg(0), res.Bytes, res.Files)
+	if res.ACMEFiles > 0 {
+		fmt.Fprintf(env.stdout, ", %d ACME cache entries", res.ACMEFiles)
+	}
 	if res.MissingFiles > 0 {
 		fmt.Fprintf(env.stdout, "; %d files were deleted while the backup ran", res.MissingFiles)
 	}
@@ -68,6 +80,8 @@ type BackupResult struct {
 	// MissingFiles are uploads the snapshot names that were gone by the time
 	// they were copied: both queues cleaned their message meanwhile.
 	MissingFiles int
+	// ACMEFiles are the entries of <db>.acme/ copied to dst+".acme".
+	ACMEFiles int
 }
 
 // Backup copies the database at dbPath (which must exist) to dst, and its
@@ -77,8 +91,8 @@ func Backup(ctx context.Context, dbPath, dst string) (res BackupResult, err erro
 	if _, err := os.Stat(dbPath); err != nil {
 		return res, fmt.Errorf("backup: database %s: %w", dbPath, err)
 	}
-	dstFiles := dst + ".files"
-	for _, p := range []string{dst, dstFiles} {
+	dstFiles, dstACME := dst+".files", dst+".acme"
+	for _, p := range []string{dst, dstFiles, dstACME} {
 		if _, err := os.Lstat(p); err == nil {
 			return res, fmt.Errorf("backup: %s already exists; not overwriting it", p)
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -94,6 +108,7 @@ func Backup(ctx context.Context, dbPath, dst string) (res BackupResult, err erro
 		if err != nil {
 			os.Remove(dst)
 			os.RemoveAll(dstFiles)
+			os.RemoveAll(dstACME)
 		}
 	}()
 
@@ -141,10 +156,46 @@ func Backup(ctx context.Context, dbPath, dst string) (res BackupResult, err erro
 	if err := syncDir(dstFiles); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
+	if res.ACMEFiles, err = backupACME(dbPath+".acme", dstACME); err != nil {
+		return res, fmt.Errorf("backup: ACME cache: %w", err)
+	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	return res, nil
+}
+
+// backupACME copies the ACME cache folder src, if there is one, to dst,
+// as private as autocert keeps it: it holds private keys. Entries are
+// written whole (autocert renames a temporary file into place), so each
+// copy is of a complete entry; the temporary files themselves are left out.
+func backupACME(src, dst string) (int, error) {
+	entries, err := os.ReadDir(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // not an ACME server
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.Contains(e.Name(), ".tmp") {
+			continue
+		}
+		err := copyFileMode(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name()), 0o600)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// Deleted meanwhile (autocert drops what it no longer needs).
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, syncDir(dst)
 }
 
 // backupFileNames lists the storage names of the uploads in the database
@@ -177,13 +228,16 @@ func backupFileNames(ctx context.Context, path string) ([]string, error) {
 }
 
 // copyFile copies src to a new file dst and fsyncs it.
-func copyFile(src, dst string) (err error) {
+func copyFile(src, dst string) error { return copyFileMode(src, dst, 0o640) }
+
+// copyFileMode is copyFile making dst with mode perm.
+func copyFileMode(src, dst string, perm os.FileMode) (err error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}

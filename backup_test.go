@@ -171,3 +171,61 @@ func TestBackup_Refusals(t *testing.T) {
 	}
 	mustIntegrityOK(t, openSQLiteForCheck(t, dst))
 }
+
+// TestBackup_IncludesTheACMECache: <db>.acme/ is copied to FILE.acme/,
+// private, without autocert's temporary files; without a cache there is
+// no FILE.acme/. (TestACME_PebbleIssuesCertificate restores one and serves
+// its certificate with the CA out of reach.)
+func TestBackup_IncludesTheACMECache(t *testing.T) {
+	ts := newTestServer(t)
+	ts.user("acme")
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain.db")
+	if _, _, err := runCmd(t, "backup", "-db", ts.cfg.DBPath, plain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(plain + ".acme"); !os.IsNotExist(err) {
+		t.Fatalf("backup of a server without ACME made %s.acme: %v", plain, err)
+	}
+
+	cache := ts.cfg.DBPath + ".acme"
+	entries := map[string]string{"acme_account+key": "account key", "chat.example.com": "key and chain"}
+	if err := os.Mkdir(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range entries {
+		if err := os.WriteFile(filepath.Join(cache, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(cache, "chat.example.com.tmp123"), []byte("half"), 0o600)
+	os.Mkdir(filepath.Join(cache, "sub"), 0o700)
+	dst := filepath.Join(dir, "acme.db")
+	out, _, err := runCmd(t, "backup", "-db", ts.cfg.DBPath, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "2 ACME cache entries") {
+		t.Errorf("backup said %q", out)
+	}
+	got, err := os.ReadDir(dst + ".acme")
+	if err != nil || len(got) != len(entries) {
+		t.Fatalf("%s.acme: %v, %v", dst, got, err)
+	}
+	if fi, _ := os.Stat(dst + ".acme"); fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s.acme has mode %v", dst, fi.Mode().Perm())
+	}
+	for name, body := range entries {
+		p := filepath.Join(dst+".acme", name)
+		b, err := os.ReadFile(p)
+		fi, _ := os.Stat(p)
+		if err != nil || string(b) != body || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %q %v, mode %v", p, b, err, fi.Mode().Perm())
+		}
+	}
+	// An existing FILE.acme is not overwritten.
+	os.Mkdir(filepath.Join(dir, "again.db.acme"), 0o700)
+	if _, _, err := runCmd(t, "backup", "-db", ts.cfg.DBPath, filepath.Join(dir, "again.db")); err == nil {
+		t.Error("backup overwrote an existing FILE.acme")
+	}
+}

@@ -51,8 +51,13 @@ type Config struct {
 	SignupClosed bool
 	// PprofAddr, when set, serves net/http/pprof there (loopback only),
 	// for profiling under load; off by default.
-	PprofAddr   string
-	ShowVersion bool
+	PprofAddr string
+	// MaxConns caps open connections, over all listeners; beyond it new
+	// ones are closed at once (connlimit.go). MaxConnsPerAddr caps them
+	// per client address (IPv6: per /64), trusted proxies and rate-limit
+	// exemptions aside.
+	MaxConns, MaxConnsPerAddr int
+	ShowVersion               bool
 }
 
 // parseConfig reads flags, each falling back to its WEBIM_* variable, then to
@@ -72,9 +77,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var c Config
-	var maxFile, maxQueue, maxGroup, exempt, proxies, acmeDomains, signup string
+	var maxFile, maxQueue, maxGroup, exempt, proxies, acmeDomains, signup, maxConns, maxConnsPerAddr string
 	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
-	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file (WEBIM_DB)")
+	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file, or a postgres:// URL for PostgreSQL (WEBIM_DB; keep a password in PGPASSWORD or ~/.pgpass rather than here)")
 	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
 	fs.StringVar(&maxQueue, "max-queue", env("WEBIM_MAX_QUEUE", strconv.Itoa(defaultMaxQueue)), "most uncleaned messages a queue holds (WEBIM_MAX_QUEUE)")
 	fs.StringVar(&maxGroup, "max-group-members", env("WEBIM_MAX_GROUP_MEMBERS", strconv.Itoa(defaultMaxGroupMembers)), "most members a group has, its owner included (WEBIM_MAX_GROUP_MEMBERS)")
@@ -91,6 +96,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.ACMERoot, "acme-ca-root", env("WEBIM_ACME_CA_ROOT", ""), "PEM file of roots to trust for the ACME server's own HTTPS, for a private CA (WEBIM_ACME_CA_ROOT)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("WEBIM_HTTP_ADDR", ""), "plain-HTTP listener redirecting to HTTPS and answering ACME challenges; default :80 with -acme-domain (WEBIM_HTTP_ADDR)")
 	fs.StringVar(&c.PprofAddr, "pprof", env("WEBIM_PPROF", ""), "serve Go profiling on this loopback address, e.g. 127.0.0.1:6060 (WEBIM_PPROF; off by default)")
+	fs.StringVar(&maxConns, "max-conns", env("WEBIM_MAX_CONNS", ""), "most open connections; more are closed at once (WEBIM_MAX_CONNS; default: the open-file limit less a tenth)")
+	fs.StringVar(&maxConnsPerAddr, "max-conns-per-addr", env("WEBIM_MAX_CONNS_PER_ADDR", ""), "most open connections from one client address, IPv6 /64 (WEBIM_MAX_CONNS_PER_ADDR; default a quarter of -max-conns)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -99,6 +106,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkDB(c.DBPath); err != nil {
+		return c, err
 	}
 	var err error
 	if c.MaxFileSize, err = parseSize(maxFile); err != nil || c.MaxFileSize <= 0 {
@@ -119,6 +129,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if c.TrustedProxies, err = parsePrefixes(proxies); err != nil {
 		return c, fmt.Errorf("-trust-proxy: %w", err)
+	}
+	c.MaxConns = defaultMaxConns(fdLimit())
+	if maxConns != "" {
+		if c.MaxConns, err = strconv.Atoi(strings.ReplaceAll(maxConns, "_", "")); err != nil || c.MaxConns <= 0 {
+			return c, fmt.Errorf("-max-conns %q: want a positive whole number", maxConns)
+		}
+	}
+	c.MaxConnsPerAddr = max(c.MaxConns/4, 1)
+	if maxConnsPerAddr != "" {
+		if c.MaxConnsPerAddr, err = strconv.Atoi(strings.ReplaceAll(maxConnsPerAddr, "_", "")); err != nil || c.MaxConnsPerAddr <= 0 {
+			return c, fmt.Errorf("-max-conns-per-addr %q: want a positive whole number", maxConnsPerAddr)
+		}
 	}
 	switch signup {
 	case "open":

@@ -37,6 +37,7 @@ func (a *App) routes() http.Handler {
 	handle("POST /api/login", a.handleLogin)
 	authed("POST /api/logout", a.handleLogout)
 	authed("GET /api/me", a.handleMe)
+	handle("GET /api/session", a.handleSession)
 	authed("GET /api/users", a.handleUsers)
 	authed("GET /api/friends", a.handleFriends)
 	authed("POST /api/friends/{username}/request", a.handleFriendRequest)
@@ -117,6 +118,7 @@ var (
 	headerNoReferrer = []string{"no-referrer"}
 	headerDeny       = []string{"DENY"}
 	headerNoStore    = []string{"no-store"}
+	headerHSTS       = []string{hstsMaxAge}
 )
 
 func (a *App) withCommonHeaders(next http.Handler) http.Handler {
@@ -129,6 +131,10 @@ func (a *App) withCommonHeaders(next http.Handler) http.Handler {
 		h["X-Frame-Options"] = headerDeny
 		if strings.HasPrefix(r.URL.Path, "/api/") || r.URL.Path == "/metrics" {
 			h["Cache-Control"] = headerNoStore
+		}
+		if r.TLS != nil {
+			// Only on webim's own HTTPS: behind a proxy the proxy decides.
+			h["Strict-Transport-Security"] = headerHSTS
 		}
 		next.ServeHTTP(w, r)
 	})

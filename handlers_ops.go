@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -37,15 +38,14 @@ func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *App) handlePage(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Content-Security-Policy", pageCSP)
-	w.Header().Set("Cache-Control", "no-cache")
-	http.ServeFileFS(w, r, a.static, "index.html")
-	return nil
+	return a.serveAsset(w, r, "index.html")
 }
 
 func (a *App) handleStatic(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Content-Security-Policy", pageCSP)
-	w.Header().Set("Cache-Control", "no-cache")
-	http.StripPrefix("/static", http.FileServerFS(a.static)).ServeHTTP(w, r)
-	return nil
+	name := strings.TrimPrefix(r.URL.Path, "/static/")
+	if name == "index.html" {
+		// One URL for the page, so one cache entry to revalidate.
+		return errNotFound
+	}
+	return a.serveAsset(w, r, name)
 }

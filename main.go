@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,9 @@ var errHelpShown = errors.New("help shown")
 func exitCode(err error) int {
 	if errors.Is(err, errHelpShown) {
 		return 0
+	}
+	if errors.As(err, new(usageError)) {
+		return 2
 	}
 	return 1
 }
@@ -92,7 +96,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
-	lns, err := listen(cfg, log)
+	// Compress the page while the listeners open, not on the first visit.
+	go staticAssets()
+	lim := newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerAddr, append(slices.Clone(cfg.TrustedProxies), cfg.RateLimitExempt...))
+	app.metrics.conns = lim
+	lns, err := listen(cfg, log, lim)
 	if err != nil {
 		app.Close()
 		return err
@@ -112,7 +120,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if cfg.PprofAddr != "" {
 		defer startPprof(cfg.PprofAddr, log).Close()
 	}
-	log.Info("webim listening", "addr", lns.main.Addr().String(), "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", cfg.DBPath, "version", version)
+	log.Info("webim listening", "addr", lns.main.Addr().String(), "max_conns", cfg.MaxConns, "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", redactDB(cfg.DBPath), "version", version)
 	if ready != nil {
 		ready <- lns.main.Addr().String()
 	}

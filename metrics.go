@@ -21,6 +21,9 @@ type metrics struct {
 	groupMessagesSent atomic.Int64
 	messagesDelivered atomic.Int64
 	openPolls         atomic.Int64
+	// conns is the connection cap of the server's listeners; nil when the
+	// handler is served without them (tests).
+	conns *connLimiter
 
 	mu     sync.Mutex
 	routes map[string]*histogram
@@ -79,6 +82,12 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)
 	fmt.Fprintf(w, "# HELP webim_goroutines Goroutines in the server process.\n# TYPE webim_goroutines gauge\nwebim_goroutines %d\n", runtime.NumGoroutine())
 	fmt.Fprintf(w, "# HELP webim_parked_polls Long-polls waiting without a goroutine (a subset of open polls).\n# TYPE webim_parked_polls gauge\nwebim_parked_polls %d\n", g.parkedPolls)
+
+	if c := m.conns; c != nil {
+		fmt.Fprintf(w, "# HELP webim_open_connections Client connections open now, parked polls' included.\n# TYPE webim_open_connections gauge\nwebim_open_connections %d\n", c.open.Load())
+		fmt.Fprintf(w, "# HELP webim_max_connections The connection cap (-max-conns).\n# TYPE webim_max_connections gauge\nwebim_max_connections %d\n", c.max)
+		fmt.Fprintf(w, "# HELP webim_refused_connections_total Connections closed at once for being over -max-conns or -max-conns-per-addr.\n# TYPE webim_refused_connections_total counter\nwebim_refused_connections_total %d\n", c.refused.Load())
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -110,8 +110,11 @@ func (s *sqliteStore) SendMessage(ctx context.Context, sender User, to, body, cl
 		rc.queued++
 		sc.queued++
 		tx.queuedDelta += 2
+		// Only the recipient's poll wakes: the sender's session has the
+		// message from the 201 answer, so its copy waits for that session's
+		// next poll answer (API.md allows this; it halves the poll answers
+		// a message costs).
 		tx.wakeUser(recipient.ID)
-		tx.wakeUser(sender.ID)
 		msg.From, msg.To, msg.Body, msg.SentAt = sender.Username, recipient.Username, body, apiTime(fromMilli(sentAt))
 		msg.ClientMsgID = clientMsgID
 		if file != nil {

@@ -23,6 +23,28 @@ import (
 // for a renewal (certbot and the like replace them in place).
 const certRecheck = 30 * time.Second
 
+// tls12Suites are the TLS 1.2 suites of Mozilla's "intermediate" profile:
+// ECDHE key exchange (forward secrecy) with AEAD ciphers only. Go's default
+// list also has ECDHE with CBC and SHA-1 (LUCKY13's ground); TLS 1.3 suites
+// are Go's own and not configurable, all AEAD.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// hstsMaxAge is two years, as Mozilla's "intermediate" profile has it.
+const hstsMaxAge = "max-age=63072000"
+
+// hardenTLS limits c to TLS 1.2 and 1.3 with tls12Suites.
+func hardenTLS(c *tls.Config) {
+	c.MinVersion = tls.VersionTLS12
+	c.CipherSuites = tls12Suites
+}
+
 // parseTLS checks the HTTPS flags together and fills in the defaults that
 // depend on them; isSet reports whether a flag was given (or its variable).
 func (c *Config) parseTLS(acmeDomains string, isSet func(flag string) bool) error {
@@ -72,11 +94,15 @@ type listeners struct {
 	plnLn net.Listener
 }
 
-// listen opens cfg's listeners and prepares their TLS.
-func listen(cfg Config, log *slog.Logger) (*listeners, error) {
+// listen opens cfg's listeners and prepares their TLS; lim, if not nil,
+// caps the connections of both.
+func listen(cfg Config, log *slog.Logger, lim *connLimiter) (*listeners, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if lim != nil {
+		ln = lim.wrap(ln)
 	}
 	l := &listeners{main: ln}
 	_, httpsPort, _ := net.SplitHostPort(ln.Addr().String())
@@ -89,7 +115,8 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 			ln.Close()
 			return nil, err
 		}
-		l.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cf.get}
+		l.tls = &tls.Config{GetCertificate: cf.get}
+		hardenTLS(l.tls)
 		plain = redirect
 	case len(cfg.ACMEDomains) > 0:
 		m, err := acmeManager(cfg)
@@ -98,7 +125,7 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 			return nil, err
 		}
 		l.tls = m.TLSConfig()
-		l.tls.MinVersion = tls.VersionTLS12
+		hardenTLS(l.tls)
 		if cfg.HTTPAddr != "" {
 			// Also offers HTTP-01, so only when something serves it.
 			plain = m.HTTPHandler(redirect)
@@ -109,6 +136,9 @@ func listen(cfg Config, log *slog.Logger) (*listeners, error) {
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("-http-addr: %w", err)
+		}
+		if lim != nil {
+			pln = lim.wrap(pln)
 		}
 		l.plnLn = pln
 		next := plain

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -346,5 +347,112 @@ func TestTLS_CertFilesReloadWhenReplaced(t *testing.T) {
 	cf.checked = time.Now().Add(-2 * certRecheck)
 	if got, _ := cf.get(nil); got == nil || commonName(got) != "b.example" {
 		t.Fatal("a broken pair replaced the working one")
+	}
+}
+
+// TestTLS_IntermediateProfileAndHSTS: with -tls-cert, TLS 1.2 is offered with
+// ECDHE and AEAD suites only (a client offering only CBC suites, or only
+// TLS 1.1, is refused), TLS 1.3 works, and every HTTPS answer carries HSTS
+// while the plain-HTTP redirect does not.
+func TestTLS_IntermediateProfileAndHSTS(t *testing.T) {
+	certFile, keyFile, pool := writeSelfSigned(t, "127.0.0.1")
+	plainAddr := freeLoopbackAddr(t)
+	r := runInProcess(t, "-addr", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile, "-http-addr", plainAddr)
+
+	handshake := func(cfg *tls.Config) (*tls.ConnectionState, error) {
+		cfg.RootCAs = pool
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", r.addr, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		st := conn.ConnectionState()
+		return &st, nil
+	}
+	for _, c := range []struct {
+		name   string
+		suites []uint16
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
+		{"ECDHE-ECDSA-AES256-SHA", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}},
+		{"ECDHE-ECDSA-AES128-SHA256", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}},
+		{"every CBC suite", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_CBC_SHA,
+			tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256}},
+	} {
+		if st, err := handshake(&tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: c.suites}); err == nil {
+			t.Errorf("TLS 1.2 offering only %s: handshake succeeded with %s", c.name, tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
+	if st, err := handshake(&tls.Config{MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10}); err == nil {
+		t.Errorf("TLS 1.1: handshake succeeded (%x)", st.Version)
+	}
+	for _, s := range []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256} {
+		st, err := handshake(&tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{s}})
+		if err != nil || st.CipherSuite != s {
+			t.Errorf("TLS 1.2 with %s: %v", tls.CipherSuiteName(s), err)
+		}
+	}
+	if st, err := handshake(&tls.Config{MinVersion: tls.VersionTLS13}); err != nil || st.Version != tls.VersionTLS13 {
+		t.Errorf("TLS 1.3: %v", err)
+	}
+
+	// HSTS on every HTTPS answer: the page, a module, API answers and
+	// errors, over HTTP/2 and HTTP/1.1, and a poll that parked.
+	h1 := httpsClient(pool)
+	h1.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+	h1.Transport.(*http.Transport).TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	body := `{"username":"hstsuser","password":"correct horse battery"}`
+	for _, c := range []*http.Client{httpsClient(pool), h1} {
+		for _, path := range []string{"/", "/static/app.js", "/api/health", "/api/me", "/nope"} {
+			resp, err := c.Get("https://" + r.addr + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Strict-Transport-Security"); got != "max-age=63072000" {
+				t.Errorf("GET %s over %s (%d): Strict-Transport-Security %q", path, resp.Proto, resp.StatusCode, got)
+			}
+		}
+	}
+	resp, err := h1.Post("https://"+r.addr+"/api/signup", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = h1.Post("https://"+r.addr+"/api/login", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&login); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// Long enough to park (parkAfter), so its answer is the parked path's.
+	req, _ := http.NewRequest("GET", "https://"+r.addr+"/api/poll?timeout=2", nil)
+	req.Header.Set("Authorization", "Bearer "+login.Token)
+	resp, err = h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Strict-Transport-Security") != "max-age=63072000" {
+		t.Errorf("parked poll over HTTPS: %d, Strict-Transport-Security %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
+	}
+
+	// Not on plain HTTP: the redirect, and a server without TLS.
+	resp, err = h1.Get("http://" + plainAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Strict-Transport-Security") != "" {
+		t.Errorf("plain-HTTP redirect: %d, Strict-Transport-Security %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
+	}
+	ts := newTestServer(t)
+	resp, _ = ts.anon().do("GET", "/api/health", nil)
+	if v := resp.Header.Get("Strict-Transport-Security"); v != "" {
+		t.Errorf("plain HTTP server: Strict-Transport-Security %q", v)
 	}
 }

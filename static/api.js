@@ -89,6 +89,7 @@ export const api = {
   login: (username, password) => request('POST', '/api/login', { username, password }),
   logout: () => request('POST', '/api/logout'),
   me: () => request('GET', '/api/me'),
+  session: () => request('GET', '/api/session'),
   config: () => request('GET', '/api/config'),
 
   searchUsers: (q, limit = 20, signal) =>

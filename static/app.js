@@ -264,15 +264,18 @@ function friendItem(username, online, unread, preview, sig) {
     : (online ? 'online' : 'offline');
   if (online === null) delete li.dataset.online;
   else li.dataset.online = String(online);
-  btn.setAttribute('aria-label', `${name}, ${status}${unread ? `, ${unread} unread` : ''}`);
+  // The name comes from the visible text (WCAG 2.5.3: a spoken label must
+  // contain it), with the status and the count spelled out beside it.
   if (state.active === username) btn.setAttribute('aria-current', 'true');
   else btn.removeAttribute('aria-current');
   btn.replaceChildren(
     avatar(u, { size: 'md', online: online === null ? undefined : online }),
     h('span', { class: 'person-text' },
       h('span', { class: 'person-name' }, name),
+      preview ? h('span', { class: 'visually-hidden' }, `, ${status}, `) : h('span', { class: 'visually-hidden' }, ', '),
       h('span', { class: 'person-sub' }, preview || (online === null ? status : (online ? 'Online' : 'Offline')))),
-    unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '');
+    unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '',
+    unread ? h('span', { class: 'visually-hidden' }, ' unread') : '');
   return li;
 }
 
@@ -365,7 +368,7 @@ function renderMessages(c, switched) {
     const d = r.sentAt;
     if (!prev || dayKey(prev.sentAt) !== dayKey(d)) {
       els.push(cached(msgCache, `day:${peer}:${dayKey(d)}`, dayLabel(d), () =>
-        h('li', { class: 'day-divider', role: 'separator' }, h('span', null, dayLabel(d)))));
+        h('li', { class: 'day-divider' }, h('span', null, dayLabel(d)))));
     }
     const first = !prev || prev.from !== r.from || dayKey(prev.sentAt) !== dayKey(d) ||
       d - prev.sentAt > 5 * 60 * 1000;
@@ -1167,8 +1170,11 @@ async function boot() {
   let delay = 1000;
   for (;;) {
     try {
-      const res = await api.me();
-      startApp(res.user);
+      // GET /api/session, not /api/me: a visitor without a session gets
+      // {"user": null}, not a 401 that the console would show as an error.
+      const res = await api.session();
+      if (res.user) startApp(res.user);
+      else showAuth('login');
       return;
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) {

@@ -32,6 +32,8 @@ function setAuthTab(tab) {
   const login = tab === 'login' || signupClosed;
   $('login-form').hidden = !login;
   $('signup-form').hidden = login;
+  $('login-panel').hidden = !login;
+  $('signup-panel').hidden = login;
   $('show-login').setAttribute('aria-selected', String(login));
   $('show-signup').setAttribute('aria-selected', String(!login));
   $('show-login').tabIndex = login ? 0 : -1;

@@ -245,15 +245,17 @@ export function renderGroupList(unreadOf, previewOf) {
     const sig = [g.name, unread, preview, state.active === key].join('|');
     if (row.sig !== sig) {
       row.sig = sig;
-      row.btn.setAttribute('aria-label', `Group ${g.name}${unread ? `, ${unread} unread` : ''}`);
+      // Named by its visible text, as the friend rows are (WCAG 2.5.3).
       if (state.active === key) row.btn.setAttribute('aria-current', 'true');
       else row.btn.removeAttribute('aria-current');
       row.btn.replaceChildren(
         avatar({ username: key, display_name: g.name }, { size: 'md' }),
         h('span', { class: 'person-text' },
           h('span', { class: 'person-name' }, g.name),
+          h('span', { class: 'visually-hidden' }, ', group, '),
           h('span', { class: 'person-sub' }, preview)),
-        unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '');
+        unread ? h('span', { class: 'badge', 'data-testid': 'unread-count' }, String(unread)) : '',
+        unread ? h('span', { class: 'visually-hidden' }, ' unread') : '');
     }
     return row.li;
   });

@@ -57,8 +57,10 @@ export class Poller {
     let failures = 0;
     let quick = 0;
     while (this.running) {
-      // Catch up at once (timeout=0) until a short batch says nothing more is waiting.
-      const timeout = this.isCaughtUp() ? POLL_TIMEOUT : 0;
+      // Catch up at once (timeout=0) until a short batch says nothing more is
+      // waiting; after an error too, so that the page knows at once that the
+      // server is back (a long poll could wait its whole timeout to say so).
+      const timeout = this.isCaughtUp() && failures === 0 ? POLL_TIMEOUT : 0;
       const started = Date.now();
       let res;
       try {
