@@ -13,6 +13,7 @@ import (
 func groupSel(id string) string { return fmt.Sprintf(`#group-list li[data-group=%q]`, id) }
 
 func TestBrowserGroups(t *testing.T) {
+	axe := axeSource(t)
 	env := startBrowserEnv(t)
 	alice := env.newTab(t, "alice")
 	bob := env.newTab(t, "bob")
@@ -36,6 +37,7 @@ func TestBrowserGroups(t *testing.T) {
 	// alice makes a group with both from the dialog, by keyboard where it can.
 	alice.do(chromedp.Click(chromedp.CSS(`#new-group-btn`)), chromedp.WaitVisible(chromedp.CSS(`#create-group-dialog`)))
 	alice.waitFor("the name field has focus", `document.activeElement === document.querySelector('#create-group-name')`)
+	audit(t, alice, axe, "create-group dialog")
 	alice.do(chromedp.SendKeys(chromedp.CSS(`#create-group-name`), "Weekend plans"))
 	for _, u := range []string{bob.user, carol.user} {
 		alice.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`#create-group-friends input[value=%q]`, u))))
@@ -82,6 +84,7 @@ func TestBrowserGroups(t *testing.T) {
 	// The members panel: alice (owner) renames and removes carol.
 	alice.do(chromedp.Click(chromedp.CSS(`#members-btn`)), chromedp.WaitVisible(chromedp.CSS(`#members-panel`)))
 	alice.waitFor("three members listed", `document.querySelectorAll('#member-list [data-testid="member"]').length === 3`)
+	audit(t, alice, axe, "group conversation with its members panel")
 	alice.do(
 		chromedp.Evaluate[chromedp.Void](`document.querySelector('#rename-input').value = ''`),
 		chromedp.SendKeys(chromedp.CSS(`#rename-input`), "Hiking"),

@@ -549,7 +549,12 @@ func (s *sqliteStore) SendGroupMessage(ctx context.Context, sender User, gid int
 		for i, t := range to {
 			t.c.queued++
 			users[i] = t.c.user
-			tx.wakeUser(t.c.user)
+			// As for a 1:1 send, the sender's own copy wakes no poll of
+			// theirs: the sending session has it from the answer, and it
+			// comes with their poll's next answer (API.md).
+			if t.own == 0 {
+				tx.wakeUser(t.c.user)
+			}
 		}
 		tx.queuedDelta += int64(len(to))
 		tx.tail(func(t *tails) {
