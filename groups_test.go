@@ -920,3 +920,36 @@ func TestGroup_DeletedUserLeavesTheirGroups(t *testing.T) {
 	}
 	ts.checkInvariants()
 }
+
+// A client that polls from cursor 0 after a new login (its queue empty, its
+// seqs well past 0, so its tail cannot answer that cursor) still gets a
+// typing event, on a waiting long-poll.
+func TestGroup_TypingReachesAWaitingPollFromCursorZero(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	fr := ts.friends("alice", "bob")
+	alice, bob := fr[0], fr[1]
+	bob.login() // drops his friend notices: an empty queue, last seq > 0
+	bob.poll(0, 0)
+	done := make(chan pollResult, 1)
+	go func() { done <- bob.as(t).poll(0, 10) }()
+	eventually(t, 5*time.Second, "bob's poll to wait", func() bool { return ts.app.notifier.waiting() > 0 })
+	alice.mustDo("POST", "/api/typing", map[string]any{"to": bob.username}, 204)
+	select {
+	case p := <-done:
+		if len(p.Events) != 1 || p.Events[0].Type != "typing" || p.Events[0].User.Username != alice.username || p.Cursor != p.Events[0].Seq {
+			t.Fatalf("bob's poll answered %+v", p)
+		}
+		// Once delivered it is gone, and a message after it comes after it.
+		if again := bob.poll(0, 0); len(again.Events) != 0 {
+			t.Fatalf("polled again from 0: %+v", again)
+		}
+		m := alice.send(bob, "hi")
+		next := bob.poll(p.Cursor, 5)
+		if len(next.Events) != 1 || next.Events[0].Message == nil || next.Events[0].Message.ID != m.ID {
+			t.Fatalf("after the typing cursor: %+v", next)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the waiting poll never got the typing event")
+	}
+}

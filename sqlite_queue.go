@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 )
 
 // SendMessage stores body from sender to the user named to, in the
@@ -342,7 +344,21 @@ func (s *sqliteStore) EventsAfter(ctx context.Context, user, cursor int64, limit
 		}
 		events = append(events, e)
 	}
-	return events, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// A poll behind its tail reads here, and would never see a typing
+	// event (sqlite_ephemeral.go) that came meanwhile: with the page not
+	// full, every stored event after cursor is in it, so the ephemeral
+	// ones fit in by seq.
+	if len(events) < limit {
+		if eph := s.tails.takeEphemeral(user, cursor); len(eph) > 0 {
+			events = append(events, eph...)
+			slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
+			events = events[:min(len(events), limit)]
+		}
+	}
+	return events, nil
 }
 
 // Clean acknowledges every event of user's queue with seq <= upto and deletes

@@ -62,6 +62,31 @@ func (t *tails) read(user, cursor int64, limit int) (events []Event, ok bool) {
 	return events, true
 }
 
+// takeEphemeral removes and returns user's ephemeral events with seq >
+// cursor: a poll answered from the database (which never holds them) adds
+// them to its answer.
+func (t *tails) takeEphemeral(user, cursor int64) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tl := t.byUser[user]
+	if tl == nil {
+		return nil
+	}
+	var taken []Event
+	kept := tl.events[:0:0]
+	for _, e := range tl.events {
+		if e.ephemeral && e.Seq > cursor {
+			taken = append(taken, e)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	if taken != nil {
+		tl.events = kept
+	}
+	return taken
+}
+
 // has reports whether user has a tail.
 func (t *tails) has(user int64) bool {
 	t.mu.Lock()
