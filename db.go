@@ -31,30 +31,9 @@ func checkDB(db string) error {
 	}
 	if _, err := pgxpool.ParseConfig(db); err != nil {
 		return usageError{fmt.Errorf("-db %s is not a valid PostgreSQL URL (want postgres://USER@HOST:PORT/DATABASE?sslmode=...): %s",
-			redactDB(db), redactSecret(err.Error(), db))}
+			redactDBURL(db), redactSecret(err.Error(), db))}
 	}
 	return nil
-}
-
-// redactDB is -db as logs, errors and /metrics may show it: a URL's
-// password (and any password= parameter) replaced by xxxxx.
-func redactDB(db string) string {
-	if !isPostgresURL(db) {
-		return db
-	}
-	u, err := url.Parse(db)
-	if err != nil {
-		return "postgres://(unparsable URL)"
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
 }
 
 // redactSecret removes db's password from msg, wherever a library put it.
@@ -100,11 +79,48 @@ func openShared(db string, create bool, notices io.Writer, log *slog.Logger) (St
 	return openStore(db, defaultMaxQueue, log, true)
 }
 
+// openStore is the one place that tells the engines apart.
 func openStore(db string, maxQueue int, log *slog.Logger, shared bool) (Store, error) {
 	if isPostgresURL(db) {
-		return nil, errors.New("the PostgreSQL engine is not in this build yet")
+		return openPostgres(db, maxQueue, log, shared)
 	}
 	return openSQLite(db, maxQueue, log, shared)
+}
+
+
+// redactDBURL is db fit for logs and errors: a PostgreSQL URL's password
+// becomes xxxxx (a SQLite path is returned as it is).
+func redactDBURL(db string) string {
+	if !isPostgresURL(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		// Unparsable: keep only what surely holds no password.
+		scheme, _, _ := strings.Cut(db, "://")
+		return scheme + "://(unparsable URL)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// urlPassword is the password a PostgreSQL URL carries, "" for none.
+func urlPassword(db string) string {
+	u, err := url.Parse(db)
+	if err != nil {
+		return ""
+	}
+	if p, ok := u.User.Password(); ok {
+		return p
+	}
+	return u.Query().Get("password")
 }
 
 func dedupe(ids []int64) []int64 {
@@ -136,5 +152,5 @@ func checkBackupable(db string) error {
   pg_dump --format=custom --file=webim.dump '%s'
 and restore into an empty database with
   pg_restore --dbname='%s' webim.dump
-(uploaded files are in the database too, so the dump holds everything)`, redactDB(db), redactDB(db), redactDB(db))}
+(uploaded files are in the database too, so the dump holds everything)`, redactDBURL(db), redactDBURL(db), redactDBURL(db))}
 }

@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if cfg.PprofAddr != "" {
 		defer startPprof(cfg.PprofAddr, log).Close()
 	}
-	log.Info("webim listening", "addr", lns.main.Addr().String(), "max_conns", cfg.MaxConns, "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", redactDB(cfg.DBPath), "version", version)
+	log.Info("webim listening", "addr", lns.main.Addr().String(), "max_conns", cfg.MaxConns, "https", lns.tls != nil, "http_addr", cfg.HTTPAddr, "db", redactDBURL(cfg.DBPath), "version", version)
 	if ready != nil {
 		ready <- lns.main.Addr().String()
 	}

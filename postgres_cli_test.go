@@ -29,7 +29,7 @@ func TestPostgresURL_MalformedIsAUsageError(t *testing.T) {
 	} {
 		_, stderr, err := runCLI(t, "", "-addr", "127.0.0.1:0", "-db", db)
 		if err == nil || exitCode(err) != 2 {
-			t.Errorf("%s: %v (exit %d), want exit 2", redactDB(db), err, exitCode(err))
+			t.Errorf("%s: %v (exit %d), want exit 2", redactDBURL(db), err, exitCode(err))
 			continue
 		}
 		msg := err.Error() + stderr
