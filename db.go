@@ -87,7 +87,6 @@ func openStore(db string, maxQueue int, log *slog.Logger, shared bool) (Store, e
 	return openSQLite(db, maxQueue, log, shared)
 }
 
-
 // redactDBURL is db fit for logs and errors: a PostgreSQL URL's password
 // becomes xxxxx (a SQLite path is returned as it is).
 func redactDBURL(db string) string {

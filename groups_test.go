@@ -231,7 +231,7 @@ func TestGroup_CreateShapeAndRefusals(t *testing.T) {
 	if len(list.Groups) != 0 {
 		t.Fatalf("dave sees %+v", list.Groups)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_NonMemberGetsNoSuchGroup(t *testing.T) {
@@ -262,7 +262,7 @@ func TestGroup_NonMemberGetsNoSuchGroup(t *testing.T) {
 	if got := alice.group(g.ID); len(got.Members) != 2 || got.Name != "Private" {
 		t.Fatalf("the group changed: %+v", got)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_RenameAddRemoveLeaveOwnership(t *testing.T) {
@@ -389,7 +389,7 @@ func TestGroup_RenameAddRemoveLeaveOwnership(t *testing.T) {
 	if v := metricValue(t, metrics, "webim_groups"); v != 0 {
 		t.Fatalf("webim_groups %v after the last left", v)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_MessagesFanOutOneRowPerMember(t *testing.T) {
@@ -468,12 +468,12 @@ func TestGroup_MessagesFanOutOneRowPerMember(t *testing.T) {
 	if ms := dave.messages(); len(ms) != 1 || ms[0].Body != "after carol left" {
 		t.Fatalf("dave's queue: %+v", ms)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 
 	// Cleaning: the shared row goes with the last copy.
 	for _, c := range []*client{alice, bob, carol, dave} {
 		c.clean(1 << 40)
-		ts.checkInvariants()
+		checkGroupInvariants(t, ts)
 	}
 	if ts.app.store.QueuedMessages() != 0 {
 		t.Fatalf("queued %d after everyone cleaned", ts.app.store.QueuedMessages())
@@ -521,7 +521,7 @@ func TestGroup_UndeliveredAtTheQueueCap(t *testing.T) {
 	if ms[len(ms)-1].ID != sent.Message.ID {
 		t.Fatal("the sender's own copy was not stored")
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_Files(t *testing.T) {
@@ -570,7 +570,7 @@ func TestGroup_Files(t *testing.T) {
 	if ts.storedFiles() != 0 {
 		t.Fatalf("%d files left after every copy went", ts.storedFiles())
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_ReadMarkersAndEvents(t *testing.T) {
@@ -654,7 +654,7 @@ func TestGroup_ReadMarkersAndEvents(t *testing.T) {
 	if withBob == nil || *withBob.PeerReadUpto != m2.ID || *withBob.ReadUpto != 0 {
 		t.Fatalf("alice's conversation with bob after a restart: %+v", withBob)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func TestGroup_Conversations(t *testing.T) {
@@ -818,11 +818,9 @@ func TestGroup_TypingEventsThrottleAndNoDisk(t *testing.T) {
 	}
 
 	// Nothing of it is on disk, and it is never redelivered.
-	if s, ok := ts.app.store.(*sqliteStore); ok {
-		var n int
-		if err := s.read.QueryRow(`SELECT count(*) FROM queue WHERE kind = ?`, kindTyping).Scan(&n); err != nil || n != 0 {
-			t.Fatalf("typing rows in the queue: %d, %v", n, err)
-		}
+	var n int
+	if err := openCheckDB(t, ts.cfg.DBPath).QueryRow(`SELECT count(*) FROM queue WHERE kind = 10`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("typing rows in the queue: %d, %v", n, err)
 	}
 	all, _ := bob.drain(0)
 	if len(eventsOfType(all, "typing")) != 0 {
@@ -838,7 +836,7 @@ func TestGroup_TypingEventsThrottleAndNoDisk(t *testing.T) {
 	if evs[len(evs)-1].Message.ID != m.ID {
 		t.Fatalf("bob at his typing cursor after a restart: %+v", evs)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 // waitFor polls c from cursor until an event satisfies done, and returns
@@ -888,7 +886,7 @@ func TestGroup_SurvivesRestart(t *testing.T) {
 	if next.Message.ID <= sent.Message.ID {
 		t.Fatal("message ids went back after a restart")
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 func sortedNames(cs ...*client) []string {
@@ -918,7 +916,7 @@ func TestGroup_DeletedUserLeavesTheirGroups(t *testing.T) {
 	if n, _ := ts.app.store.GroupCount(context.Background()); n != 1 {
 		t.Fatalf("%d groups; the deleted user's own one should be gone (%d)", n, solo.ID)
 	}
-	ts.checkInvariants()
+	checkGroupInvariants(t, ts)
 }
 
 // A client that polls from cursor 0 after a new login (its queue empty, its
@@ -951,5 +949,35 @@ func TestGroup_TypingReachesAWaitingPollFromCursorZero(t *testing.T) {
 		}
 	case <-time.After(8 * time.Second):
 		t.Fatal("the waiting poll never got the typing event")
+	}
+}
+
+// checkGroupInvariants runs, on either engine, the invariants that groups
+// touch (the whole set of checkDBInvariants on SQLite).
+func checkGroupInvariants(t *testing.T, ts *testServer) {
+	t.Helper()
+	ts.checkInvariants()
+	db := openCheckDB(t, ts.cfg.DBPath)
+	for _, c := range []struct{ what, query string }{
+		{"messages whose refs differ from the queue rows holding them", `SELECT count(*) FROM messages m
+			LEFT JOIN (SELECT message_id, count(*) AS n FROM queue WHERE kind = 1 GROUP BY message_id) q ON q.message_id = m.id
+			WHERE m.refs <> coalesce(q.n, 0) OR m.refs <= 0`},
+		{"a message twice in one queue", `SELECT count(*) FROM (SELECT 1 FROM queue WHERE kind = 1 GROUP BY user_id, message_id HAVING count(*) > 1) AS x`},
+		{"queue rows whose conversation is not their message's", `SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id
+			WHERE q.kind = 1 AND (q.conv <> CASE WHEN m.group_id IS NOT NULL THEN -m.group_id
+				WHEN q.user_id = m.sender_id THEN m.recipient_id ELSE m.sender_id END
+				OR q.own <> CASE WHEN q.user_id = m.sender_id THEN 1 ELSE 0 END)`},
+		{"groups without members", `SELECT count(*) FROM groups g WHERE NOT EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = g.id)`},
+		{"groups whose owner is not a member", `SELECT count(*) FROM groups g WHERE NOT EXISTS
+			(SELECT 1 FROM group_members gm WHERE gm.group_id = g.id AND gm.user_id = g.owner_id)`},
+		{"files no message holds", `SELECT count(*) FROM files WHERE id NOT IN (SELECT file_id FROM messages WHERE file_id IS NOT NULL)`},
+	} {
+		var n int
+		if err := db.QueryRow(c.query).Scan(&n); err != nil {
+			t.Fatalf("checking %s: %v", c.what, err)
+		}
+		if n != 0 {
+			t.Errorf("database invariant broken: %d %s", n, c.what)
+		}
 	}
 }
