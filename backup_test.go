@@ -55,6 +55,7 @@ func runCmd(t testing.TB, args ...string) (stdout, stderr string, err error) {
 }
 
 func TestBackup_UnderLoadAndRestore(t *testing.T) {
+	sqliteOnly(t)
 	ts := newTestServer(t)
 	alice, bob := ts.user("alice"), ts.user("bob")
 	befriend(alice, bob)
@@ -145,6 +146,7 @@ func TestBackup_UnderLoadAndRestore(t *testing.T) {
 }
 
 func TestBackup_Refusals(t *testing.T) {
+	sqliteOnly(t)
 	dir := t.TempDir()
 	if _, _, err := runCmd(t, "backup", "-db", filepath.Join(dir, "nope.db"), filepath.Join(dir, "out.db")); err == nil {
 		t.Fatal("backup of a missing database succeeded")
@@ -177,6 +179,7 @@ func TestBackup_Refusals(t *testing.T) {
 // no FILE.acme/. (TestACME_PebbleIssuesCertificate restores one and serves
 // its certificate with the CA out of reach.)
 func TestBackup_IncludesTheACMECache(t *testing.T) {
+	sqliteOnly(t)
 	ts := newTestServer(t)
 	ts.user("acme")
 	dir := t.TempDir()

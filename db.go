@@ -153,3 +153,13 @@ and restore into an empty database with
   pg_restore --dbname='%s' webim.dump
 (uploaded files are in the database too, so the dump holds everything)`, redactDBURL(db), redactDBURL(db), redactDBURL(db))}
 }
+
+// acmeCacheDir is where ACME certificates are kept: beside a SQLite file, or,
+// for PostgreSQL (no file to stand beside), webim.acme in the working
+// directory of the one node that terminates TLS.
+func acmeCacheDir(db string) string {
+	if isPostgresURL(db) {
+		return "webim.acme"
+	}
+	return db + ".acme"
+}

@@ -62,11 +62,18 @@ func (a *App) handlePoll(w http.ResponseWriter, r *http.Request, s *Session) err
 		defer timer.Stop()
 		timerC = timer.C
 	}
-	for {
+	for first := true; ; first = false {
 		// Take the wake-up channel before reading, so a commit in between
 		// is not missed.
 		woken, release := a.notifier.wait(s.User.ID)
 		events, err := a.pollEvents(ctx, s.User.ID, cursor)
+		if err != nil && !first && ctx.Err() == nil {
+			// Woken, but the database is away: a wake is only a hint, so
+			// wait on as if it had not come; the poll answers as usual at
+			// its deadline. Only the first read's failure is the answer.
+			events = nil
+			err = nil
+		}
 		if err != nil {
 			release()
 			if ctx.Err() != nil {

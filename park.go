@@ -254,7 +254,13 @@ func (p *parkedPoll) check() bool {
 	due := p.due()
 	if !due {
 		events, err = a.pollEvents(ctx, p.s.User.ID, p.cursor)
-		if err == nil && len(events) == 0 {
+		// A failed read (the database away) is no answer: a wake is only a
+		// hint, and the poll answers as usual, empty, at its deadline.
+		if err != nil {
+			a.log.Debug("parked poll could not read its queue", "err", err)
+			return false
+		}
+		if len(events) == 0 {
 			return false
 		}
 	}

@@ -60,6 +60,7 @@ func userID(t *testing.T, ts *testServer, name string) int64 {
 }
 
 func TestPoll_InMemoryTailMatchesDatabase(t *testing.T) {
+	sqliteOnly(t)
 	t.Parallel()
 	ts := newTestServer(t)
 	fr := ts.friends("alice", "bob")

@@ -343,8 +343,9 @@ func (tx *pgTx) runGroup() error {
 		tx.rows.addMessage(r.ID, rc.lastSeq, id, at, sd.sender.ID, false)
 		tx.rows.addMessage(sd.sender.ID, sc.lastSeq, id, at, r.ID, true)
 		tx.queuedDelta += 2
+		// The sender's session has the message from the 201; its own copy
+		// waits for that session's next poll answer (API.md allows it).
 		tx.wakeUser(r.ID)
-		tx.wakeUser(sd.sender.ID)
 		sd.msg = Message{ID: id, From: sd.sender.Username, To: r.Username, Body: sd.body, SentAt: sentAt, ClientMsgID: sd.cid}
 		if f := sd.file; f != nil {
 			sd.msg.File = &FileInfo{ID: fileID, Name: f.Name, Size: f.Size, ContentType: f.ContentType, URL: fileURL(fileID)}

@@ -244,11 +244,12 @@ func redirectToHTTPS(httpsPort string, domains []string) http.Handler {
 }
 
 // acmeManager obtains and renews certificates for cfg.ACMEDomains, keeping
-// them (and the ACME account key) in <db>.acme/ beside the database.
+// them (and the ACME account key) in <db>.acme/ beside the database
+// (acmeCacheDir).
 func acmeManager(cfg Config) (*autocert.Manager, error) {
 	m := &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
-		Cache:      autocert.DirCache(cfg.DBPath + ".acme"),
+		Cache:      autocert.DirCache(acmeCacheDir(cfg.DBPath)),
 		HostPolicy: autocert.HostWhitelist(cfg.ACMEDomains...),
 		Email:      cfg.ACMEEmail,
 	}

@@ -46,7 +46,7 @@ async function errorFrom(res) {
 }
 
 // request sends one API request and returns the decoded JSON body (null for 204).
-async function request(method, path, body, { signal, timeoutMs = 20000 } = {}) {
+async function request(method, path, body, { signal, timeoutMs = 20000, priority = 'auto' } = {}) {
   const ctrl = new AbortController();
   const onAbort = () => ctrl.abort();
   if (signal) {
@@ -54,7 +54,7 @@ async function request(method, path, body, { signal, timeoutMs = 20000 } = {}) {
     else signal.addEventListener('abort', onAbort, { once: true });
   }
   const timer = setTimeout(() => ctrl.abort(), timeoutMs);
-  const init = { method, credentials: 'same-origin', signal: ctrl.signal, headers: {} };
+  const init = { method, credentials: 'same-origin', signal: ctrl.signal, headers: {}, priority };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -123,6 +123,10 @@ export const api = {
     request('GET', `/api/poll?cursor=${cursor}&timeout=${timeout}`, undefined, {
       signal,
       timeoutMs: (timeout + 15) * 1000,
+      // A poll that waits is always in flight: at fetch's default (high)
+      // priority it would hold back what the page loads meanwhile, and it
+      // keeps the page from ever looking loaded to tools such as Lighthouse.
+      priority: timeout > 0 ? 'low' : 'auto',
     }),
 };
 

@@ -843,7 +843,30 @@ async function clean() {
   }
 }
 
+// The open conversation is kept per tab (sessionStorage), so that a reload
+// (a pull-to-refresh, an upgrade) brings its reader back to it, not to the list.
+const OPEN_KEY = 'webim:open';
+
+function keepOpen(username) {
+  try {
+    if (username) sessionStorage.setItem(OPEN_KEY, `${state.me.username}\n${username}`);
+    else sessionStorage.removeItem(OPEN_KEY);
+  } catch {
+    // Without storage a reload shows the list.
+  }
+}
+
+function keptOpen() {
+  try {
+    const [me, peer] = (sessionStorage.getItem(OPEN_KEY) || '').split('\n');
+    return state.me && me === state.me.username ? peer : '';
+  } catch {
+    return '';
+  }
+}
+
 function openConversation(username) {
+  keepOpen(username);
   state.active = username;
   state.view = 'conversation';
   const c = conv(username);
@@ -865,6 +888,7 @@ function closeSearchOnMobile() {
 }
 
 function showList() {
+  keepOpen('');
   state.view = 'list';
   state.active = null;
   shownConv = null;
@@ -1052,7 +1076,12 @@ function startApp(user) {
   $('replaced-notice').hidden = true;
   show('app');
   render();
-  refreshLists().catch((e) => {
+  const me = state.me;
+  refreshLists().then(() => {
+    // Reopened only while it is still a friend's and nothing else was opened.
+    const peer = keptOpen();
+    if (state.me === me && state.view === 'list' && state.friends.has(peer)) openConversation(peer);
+  }, (e) => {
     if (e instanceof ApiError && e.status === 401) onUnauthorized(e);
   });
   loadGroups().catch(() => {});
@@ -1095,6 +1124,7 @@ async function logout() {
     // A 401 means the session is already gone: carry on.
   }
   const username = state.me ? state.me.username : '';
+  keepOpen('');
   signOutLocally();
   showAuth('login', { username: '', notice: username ? 'You have logged out.' : '' });
 }
@@ -1139,6 +1169,7 @@ function setupApp() {
   $('logout-btn').addEventListener('click', () => { account.close(); logout(); });
   $('blocks-btn').addEventListener('click', () => {
     account.close();
+    keepOpen('');
     state.view = 'blocks';
     state.active = null;
     render();
