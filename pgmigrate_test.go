@@ -373,12 +373,15 @@ func TestMigrate_KnowsTheSchema(t *testing.T) {
 	for _, s := range migrateSteps {
 		copied[s.table] = true
 	}
-	notCopied := map[string]bool{"admin_events": true}
+	// engine_state's one row is the target's own: a copy's skipped seqs
+	// are in its cursors already (migrate.go).
+	notCopied := map[string]bool{"admin_events": true, "engine_state": true}
 	for _, m := range regexp.MustCompile(`CREATE TABLE (\w+)`).FindAllStringSubmatch(pgSchema, -1) {
 		if !copied[m[1]] && !notCopied[m[1]] {
 			t.Errorf("Postgres table %s: migrate neither copies it nor says why not", m[1])
 		}
-		if !slices.Contains(migrateTargetTables, m[1]) {
+		// engine_state always holds its one row, the target's own.
+		if !slices.Contains(migrateTargetTables, m[1]) && m[1] != "engine_state" {
 			t.Errorf("Postgres table %s: migrate does not check it is empty", m[1])
 		}
 	}
