@@ -26,6 +26,7 @@ type App struct {
 	parker   *parker
 	limits   *limits
 	metrics  *metrics
+	typing   *typingThrottle
 	hasher   *hasher
 	static   fs.FS
 	handler  http.Handler
@@ -50,6 +51,9 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = defaultMaxQueue
 	}
+	if cfg.MaxGroupMembers <= 0 {
+		cfg.MaxGroupMembers = defaultMaxGroupMembers
+	}
 	if cfg.MaxFileSize <= 0 {
 		cfg.MaxFileSize = defaultMaxFileSize
 	}
@@ -72,6 +76,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		parker:       newParker(),
 		limits:       newLimits(cfg.RateLimitExempt, store.LoginFailures(failedByNameRule, failedByAddrRule)),
 		metrics:      newMetrics(),
+		typing:       newTypingThrottle(),
 		hasher:       newHasher(),
 		static:       static,
 		node:         newNodeID(),

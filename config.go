@@ -22,10 +22,12 @@ const (
 
 // Config is everything the server is told at start.
 type Config struct {
-	Addr            string
-	DBPath          string
-	MaxFileSize     int64
-	MaxQueue        int
+	Addr        string
+	DBPath      string
+	MaxFileSize int64
+	MaxQueue    int
+	// MaxGroupMembers bounds a group, its owner included.
+	MaxGroupMembers int
 	RateLimitExempt []netip.Prefix
 	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
 	TrustedProxies []netip.Prefix
@@ -102,12 +104,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var c Config
-	var maxFile, maxQueue, exempt, proxies, acmeDomains, signup, maxConns, maxConnsPerAddr string
+	var maxFile, maxQueue, maxGroup, exempt, proxies, acmeDomains, signup, maxConns, maxConnsPerAddr string
 	var push, pushAllow, pushPreview string
 	fs.StringVar(&c.Addr, "addr", env("WEBIM_ADDR", defaultAddr), "listen address (WEBIM_ADDR)")
 	fs.StringVar(&c.DBPath, "db", env("WEBIM_DB", defaultDB), "SQLite database file, or a postgres:// URL for PostgreSQL (WEBIM_DB; keep a password in PGPASSWORD or ~/.pgpass rather than here)")
 	fs.StringVar(&maxFile, "max-file-size", env("WEBIM_MAX_FILE_SIZE", "10MiB"), "largest upload, bytes or with a suffix such as 10MiB (WEBIM_MAX_FILE_SIZE)")
 	fs.StringVar(&maxQueue, "max-queue", env("WEBIM_MAX_QUEUE", strconv.Itoa(defaultMaxQueue)), "most uncleaned messages a queue holds (WEBIM_MAX_QUEUE)")
+	fs.StringVar(&maxGroup, "max-group-members", env("WEBIM_MAX_GROUP_MEMBERS", strconv.Itoa(defaultMaxGroupMembers)), "most members a group has, its owner included (WEBIM_MAX_GROUP_MEMBERS)")
 	fs.StringVar(&exempt, "rate-limit-exempt", env("WEBIM_RATE_LIMIT_EXEMPT", ""), "comma-separated CIDRs exempt from rate limits (WEBIM_RATE_LIMIT_EXEMPT)")
 	fs.StringVar(&proxies, "trust-proxy", env("WEBIM_TRUST_PROXY", ""), "comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are trusted (WEBIM_TRUST_PROXY)")
 	fs.StringVar(&c.LogLevel, "log-level", env("WEBIM_LOG_LEVEL", "info"), "debug, info, warn or error (WEBIM_LOG_LEVEL)")
@@ -151,6 +154,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("-max-queue %q: want a positive whole number", maxQueue)
 	} else {
 		c.MaxQueue = n
+	}
+	if n, err := strconv.Atoi(strings.ReplaceAll(maxGroup, "_", "")); err != nil || n <= 0 {
+		return c, fmt.Errorf("-max-group-members %q: want a positive whole number", maxGroup)
+	} else {
+		c.MaxGroupMembers = n
 	}
 	if c.RateLimitExempt, err = parsePrefixes(exempt); err != nil {
 		return c, fmt.Errorf("-rate-limit-exempt: %w", err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/netip"
 	"testing"
 )
@@ -49,5 +50,30 @@ func TestConfig_ParsePrefixes(t *testing.T) {
 	l := newLimits([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, noSharedFailures{})
 	if !l.isExempt(netip.MustParseAddr("::ffff:127.0.0.1")) {
 		t.Fatal("::ffff:127.0.0.1 is not exempt under 127.0.0.0/8")
+	}
+}
+
+func TestConfig_MaxGroupMembers(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	c, err := parseConfig(nil, noEnv, io.Discard)
+	if err != nil || c.MaxGroupMembers != defaultMaxGroupMembers {
+		t.Fatalf("default: %d, %v", c.MaxGroupMembers, err)
+	}
+	env := func(k string) string {
+		if k == "WEBIM_MAX_GROUP_MEMBERS" {
+			return "12"
+		}
+		return ""
+	}
+	if c, err := parseConfig(nil, env, io.Discard); err != nil || c.MaxGroupMembers != 12 {
+		t.Fatalf("from the environment: %d, %v", c.MaxGroupMembers, err)
+	}
+	if c, err := parseConfig([]string{"-max-group-members", "3"}, env, io.Discard); err != nil || c.MaxGroupMembers != 3 {
+		t.Fatalf("the flag over the environment: %d, %v", c.MaxGroupMembers, err)
+	}
+	for _, bad := range []string{"0", "-1", "many"} {
+		if _, err := parseConfig([]string{"-max-group-members", bad}, noEnv, io.Discard); err == nil {
+			t.Fatalf("-max-group-members %s accepted", bad)
+		}
 	}
 }

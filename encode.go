@@ -74,16 +74,28 @@ func (a pollAnswer) appendJSON(b []byte) []byte {
 // sendAnswer is the answer to a send: {"message": ...}.
 type sendAnswer struct {
 	Message Message `json:"message"`
+	// Undelivered are the group members at their queue cap.
+	Undelivered []string `json:"undelivered,omitempty"`
 }
 
 func (a sendAnswer) appendJSON(b []byte) []byte {
 	b = append(b, `{"message":`...)
 	b = a.Message.appendJSON(b)
+	if len(a.Undelivered) > 0 {
+		b = append(b, `,"undelivered":[`...)
+		for i, u := range a.Undelivered {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = jsonstr.Append(b, u)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
 }
 
 func (e *Event) appendJSON(b []byte) []byte {
-	if len(e.User) > 0 {
+	if len(e.User) > 0 || len(e.Group) > 0 {
 		// Notices are rare; their raw user object gets encoding/json's
 		// own checks and compaction.
 		out, err := json.Marshal(e)
@@ -110,8 +122,14 @@ func (m *Message) appendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, m.ID, 10)
 	b = append(b, `,"from":`...)
 	b = jsonstr.Append(b, m.From)
-	b = append(b, `,"to":`...)
-	b = jsonstr.Append(b, m.To)
+	if m.To != "" {
+		b = append(b, `,"to":`...)
+		b = jsonstr.Append(b, m.To)
+	}
+	if m.Group != 0 {
+		b = append(b, `,"group":`...)
+		b = strconv.AppendInt(b, m.Group, 10)
+	}
 	b = append(b, `,"body":`...)
 	b = jsonstr.Append(b, m.Body)
 	b = append(b, `,"sent_at":`...)

@@ -66,6 +66,12 @@ var (
 	errRateLimited        = newAPIError(http.StatusTooManyRequests, "rate_limited", "Too many requests; try again later.")
 	errStorage            = newAPIError(http.StatusServiceUnavailable, "storage_unavailable", "The server cannot store anything right now; try again shortly.")
 	errShuttingDown       = newAPIError(http.StatusServiceUnavailable, "shutting_down", "The server is shutting down; try again shortly.")
+	errInvalidGroupName   = newAPIError(http.StatusBadRequest, "invalid_group_name", "A group name is 1 to 64 printable characters.")
+	errNoSuchGroup        = newAPIError(http.StatusNotFound, "no_such_group", "There is no such group, or you are not in it.")
+	errNotGroupOwner      = newAPIError(http.StatusForbidden, "not_group_owner", "Only the group's owner may do that.")
+	errNotMember          = newAPIError(http.StatusNotFound, "not_member", "That user is not in the group.")
+	errAlreadyMember      = newAPIError(http.StatusConflict, "already_member", "That user is already in the group.")
+	errGroupFull          = newAPIError(http.StatusConflict, "group_full", "The group has as many members as this server allows.")
 	errInternal           = newAPIError(http.StatusInternalServerError, "internal", "Something went wrong on the server.")
 
 	errInvalidSubscription = newAPIError(http.StatusBadRequest, "invalid_subscription", "A push subscription needs an https endpoint on a public host and keys p256dh (65 bytes) and auth (16 bytes), base64url.")

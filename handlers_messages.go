@@ -39,14 +39,15 @@ func recipientName(to string, me User) (string, error) {
 func (a *App) handleSendMessage(w http.ResponseWriter, r *http.Request, s *Session) error {
 	var req struct {
 		To          *string `json:"to"`
+		Group       *int64  `json:"group"`
 		Body        *string `json:"body"`
 		ClientMsgID *string `json:"client_msg_id"`
 	}
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	if req.To == nil {
-		return errBadRequest.withMessage("to is required.")
+	if err := oneTarget(req.To, req.Group, "to"); err != nil {
+		return err
 	}
 	if req.Body == nil {
 		return errInvalidBody.withMessage("body is required.")
@@ -61,19 +62,36 @@ func (a *App) handleSendMessage(w http.ResponseWriter, r *http.Request, s *Sessi
 		}
 		clientMsgID = *req.ClientMsgID
 	}
-	to, err := recipientName(*req.To, s.User)
+	var to string
+	var gid int64
+	var err error
+	if req.Group != nil {
+		gid, err = groupID(*req.Group)
+	} else {
+		to, err = recipientName(*req.To, s.User)
+	}
 	if err != nil {
 		return err
 	}
 	if err := a.takeMessageToken(r, s); err != nil {
 		return err
 	}
-	return a.sendAndAnswer(w, r, s, to, *req.Body, clientMsgID, nil)
+	return a.sendAndAnswer(w, r, s, to, gid, *req.Body, clientMsgID, nil)
 }
 
-func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, to, body, clientMsgID string, file *newFile) error {
+// sendAndAnswer stores a message to the user named to, or to group gid
+// when gid is not 0, and answers the send.
+func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, to string, gid int64, body, clientMsgID string, file *newFile) error {
 	sentAt := time.Now()
-	msg, created, err := a.store.SendMessage(r.Context(), s.User, to, body, clientMsgID, file)
+	var msg Message
+	var undelivered []string
+	var created bool
+	var err error
+	if gid != 0 {
+		msg, undelivered, created, err = a.store.SendGroupMessage(r.Context(), s.User, gid, body, clientMsgID, file)
+	} else {
+		msg, created, err = a.store.SendMessage(r.Context(), s.User, to, body, clientMsgID, file)
+	}
 	if file != nil && (err != nil || !created) {
 		a.store.RemoveUpload(file)
 	}
@@ -84,9 +102,12 @@ func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, 
 	if created {
 		status = http.StatusCreated
 		a.metrics.messagesSent.Add(1)
+		if gid != 0 {
+			a.metrics.groupMessagesSent.Add(1)
+		}
 	}
-	writeJSON(w, status, sendAnswer{Message: msg})
-	if created {
+	writeJSON(w, status, sendAnswer{Message: msg, Undelivered: undelivered})
+	if created && gid == 0 {
 		a.pushAfterSend(msg, []string{msg.To}, sentAt)
 	}
 	return nil
@@ -106,7 +127,7 @@ func (a *App) handleUpload(w http.ResponseWriter, r *http.Request, s *Session) e
 	if err := a.takeMessageToken(r, s); err != nil {
 		return err
 	}
-	var to, clientMsgID *string
+	var to, group, clientMsgID *string
 	var file *newFile
 	discard := func() {
 		if file != nil {
@@ -123,16 +144,19 @@ func (a *App) handleUpload(w http.ResponseWriter, r *http.Request, s *Session) e
 			return uploadReadError(err)
 		}
 		switch part.FormName() {
-		case "to", "client_msg_id":
+		case "to", "group", "client_msg_id":
 			v, err := io.ReadAll(io.LimitReader(part, 1024))
 			if err != nil {
 				discard()
 				return uploadReadError(err)
 			}
 			sv := string(v)
-			if part.FormName() == "to" {
+			switch part.FormName() {
+			case "to":
 				to = &sv
-			} else {
+			case "group":
+				group = &sv
+			default:
 				clientMsgID = &sv
 			}
 		case "file":
@@ -150,11 +174,22 @@ func (a *App) handleUpload(w http.ResponseWriter, r *http.Request, s *Session) e
 	if file == nil {
 		return errBadRequest.withMessage("The upload has no file field.")
 	}
-	if to == nil {
+	if (to == nil) == (group == nil) {
 		discard()
-		return errBadRequest.withMessage("to is required.")
+		return errBadRequest.withMessage("Give either to or group, not both.")
 	}
-	name, err := recipientName(*to, s.User)
+	var name string
+	var gid int64
+	if group != nil {
+		n, perr := strconv.ParseInt(*group, 10, 64)
+		if perr != nil {
+			discard()
+			return errBadRequest.withMessage("group is a group id.")
+		}
+		gid, err = groupID(n)
+	} else {
+		name, err = recipientName(*to, s.User)
+	}
 	if err != nil {
 		discard()
 		return err
@@ -167,7 +202,7 @@ func (a *App) handleUpload(w http.ResponseWriter, r *http.Request, s *Session) e
 		}
 		cid = *clientMsgID
 	}
-	return a.sendAndAnswer(w, r, s, name, file.Name, cid, file)
+	return a.sendAndAnswer(w, r, s, name, gid, file.Name, cid, file)
 }
 
 func uploadReadError(err error) error {

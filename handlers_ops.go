@@ -22,12 +22,17 @@ func (a *App) handleHealth(w http.ResponseWriter, r *http.Request) error {
 
 func (a *App) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 	queued := a.store.QueuedMessages()
+	groups, err := a.store.GroupCount(r.Context())
+	if err != nil {
+		return err
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	a.metrics.write(w, gauges{
 		onlineUsers:    a.presence.Online(),
 		queuedMessages: queued,
 		waitingUsers:   a.notifier.waiting(),
 		parkedPolls:    a.parker.parked(),
+		groups:         groups,
 	})
 	if a.push != nil {
 		a.push.writeMetrics(w)

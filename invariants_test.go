@@ -29,7 +29,14 @@ func checkDBInvariants(t testing.TB, db *sql.DB) {
 		{"message events without their message", `SELECT count(*) FROM queue q WHERE q.kind = 1
 			AND (q.message_id IS NULL OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = q.message_id))`},
 		{"message events in a third user's queue", `SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id
-			WHERE q.kind = 1 AND q.user_id NOT IN (m.sender_id, m.recipient_id)`},
+			WHERE q.kind = 1 AND m.group_id IS NULL AND q.user_id NOT IN (m.sender_id, m.recipient_id)`},
+		{"queue rows whose conversation is not their message's", `SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id
+			WHERE q.kind = 1 AND (q.conv <> CASE WHEN m.group_id IS NOT NULL THEN -m.group_id
+				WHEN q.user_id = m.sender_id THEN m.recipient_id ELSE m.sender_id END
+				OR q.own <> CASE WHEN q.user_id = m.sender_id THEN 1 ELSE 0 END)`},
+		{"groups without members", `SELECT count(*) FROM groups g WHERE NOT EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = g.id)`},
+		{"groups whose owner is not a member", `SELECT count(*) FROM groups g WHERE NOT EXISTS
+			(SELECT 1 FROM group_members gm WHERE gm.group_id = g.id AND gm.user_id = g.owner_id)`},
 		{"a message twice in one queue", `SELECT count(*) FROM (SELECT 1 FROM queue WHERE kind = 1 GROUP BY user_id, message_id HAVING count(*) > 1) AS x`},
 		{"messages whose refs differ from the queue rows holding them", `SELECT count(*) FROM messages m
 			LEFT JOIN (SELECT message_id, count(*) AS n FROM queue WHERE kind = 1 GROUP BY message_id) q ON q.message_id = m.id

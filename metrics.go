@@ -18,6 +18,7 @@ var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .2
 // metrics are the counters /metrics exposes in Prometheus' text format.
 type metrics struct {
 	messagesSent      atomic.Int64
+	groupMessagesSent atomic.Int64
 	messagesDelivered atomic.Int64
 	openPolls         atomic.Int64
 	// conns is the connection cap of the server's listeners; nil when the
@@ -75,12 +76,15 @@ type gauges struct {
 	queuedMessages int64
 	waitingUsers   int
 	parkedPolls    int
+	groups         int64
 }
 
 func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(w, "# HELP webim_online_users Users online now.\n# TYPE webim_online_users gauge\nwebim_online_users %d\n", g.onlineUsers)
 	fmt.Fprintf(w, "# HELP webim_open_polls Long-polls open now.\n# TYPE webim_open_polls gauge\nwebim_open_polls %d\n", m.openPolls.Load())
 	fmt.Fprintf(w, "# HELP webim_messages_sent_total Messages stored (201).\n# TYPE webim_messages_sent_total counter\nwebim_messages_sent_total %d\n", m.messagesSent.Load())
+	fmt.Fprintf(w, "# HELP webim_group_messages_sent_total Group messages stored (201), each counted once however many members it reached.\n# TYPE webim_group_messages_sent_total counter\nwebim_group_messages_sent_total %d\n", m.groupMessagesSent.Load())
+	fmt.Fprintf(w, "# HELP webim_groups Groups that exist.\n# TYPE webim_groups gauge\nwebim_groups %d\n", g.groups)
 	fmt.Fprintf(w, "# HELP webim_messages_delivered_total Message events returned by polls.\n# TYPE webim_messages_delivered_total counter\nwebim_messages_delivered_total %d\n", m.messagesDelivered.Load())
 	fmt.Fprintf(w, "# HELP webim_queued_messages Uncleaned messages in all queues.\n# TYPE webim_queued_messages gauge\nwebim_queued_messages %d\n", g.queuedMessages)
 	fmt.Fprintf(w, "# HELP webim_waiting_users Users with a poll waiting on the notifier.\n# TYPE webim_waiting_users gauge\nwebim_waiting_users %d\n", g.waitingUsers)

@@ -40,8 +40,8 @@ import (
 // only a cluster needs). A schema change on either engine must revisit the
 // steps; TestMigrate_KnowsTheSchema fails until it does.
 const (
-	migrateSchemaVersion = 4
-	migratePGVersion     = 5
+	migrateSchemaVersion = 5
+	migratePGVersion     = 6
 )
 
 // migrateLockTimeout bounds the wait for the target's tables: a webim node
@@ -190,6 +190,31 @@ var migrateSteps = []copyStep{
 		scan:    scanInt64s(3),
 	},
 	{
+		table:   "groups",
+		columns: []string{"id", "name", "owner_id", "created_at"},
+		query:   `SELECT id, name, owner_id, created_at FROM groups`,
+		scan: func(r *sql.Rows) ([]any, error) {
+			var id, owner, created int64
+			var name string
+			err := r.Scan(&id, &name, &owner, &created)
+			return []any{id, name, owner, created}, err
+		},
+	},
+	{
+		// The ids are the join order (the earliest member inherits a
+		// group), so they are copied as they are.
+		table:   "group_members",
+		columns: []string{"id", "group_id", "user_id", "read_upto"},
+		query:   `SELECT id, group_id, user_id, read_upto FROM group_members`,
+		scan:    scanInt64s(4),
+	},
+	{
+		table:   "read_markers",
+		columns: []string{"user_id", "peer_id", "upto"},
+		query:   `SELECT user_id, peer_id, upto FROM read_markers`,
+		scan:    scanInt64s(3),
+	},
+	{
 		table:   "files",
 		columns: []string{"id", "storage_name", "name", "size", "content_type", "created_at"},
 		query:   `SELECT id, storage_name, name, size, content_type, created_at FROM files`,
@@ -202,15 +227,15 @@ var migrateSteps = []copyStep{
 	},
 	{
 		table:   "messages",
-		columns: []string{"id", "sender_id", "recipient_id", "from_name", "to_name", "body", "sent_at", "client_msg_id", "file_id", "refs"},
-		query:   `SELECT id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs FROM messages`,
+		columns: []string{"id", "sender_id", "recipient_id", "from_name", "to_name", "body", "sent_at", "client_msg_id", "file_id", "refs", "group_id"},
+		query:   `SELECT id, sender_id, recipient_id, from_name, to_name, body, sent_at, client_msg_id, file_id, refs, group_id FROM messages`,
 		scan: func(r *sql.Rows) ([]any, error) {
 			var id, sender, recipient, sent, refs int64
 			var from, to string
 			var body []byte
 			var cid sql.NullString
-			var file sql.NullInt64
-			err := r.Scan(&id, &sender, &recipient, &from, &to, &body, &sent, &cid, &file, &refs)
+			var file, group sql.NullInt64
+			err := r.Scan(&id, &sender, &recipient, &from, &to, &body, &sent, &cid, &file, &refs, &group)
 			// bytea on Postgres (a body may hold NUL); an empty body is
 			// still a body, not NULL.
 			if body == nil {
@@ -224,7 +249,11 @@ var migrateSteps = []copyStep{
 			if file.Valid {
 				fileID = file.Int64
 			}
-			return []any{id, sender, recipient, from, to, body, sent, cidBytes, fileID, refs}, err
+			var groupID any
+			if group.Valid {
+				groupID = group.Int64
+			}
+			return []any{id, sender, recipient, from, to, body, sent, cidBytes, fileID, refs, groupID}, err
 		},
 	},
 	{
@@ -232,13 +261,13 @@ var migrateSteps = []copyStep{
 		// deletes what it acknowledges), and Postgres has no such column:
 		// only live rows are the queue.
 		table:   "queue",
-		columns: []string{"user_id", "seq", "kind", "message_id", "payload", "at"},
-		query:   `SELECT user_id, seq, kind, message_id, payload, at FROM queue WHERE acked = 0`,
+		columns: []string{"user_id", "seq", "kind", "message_id", "payload", "at", "conv", "own"},
+		query:   `SELECT user_id, seq, kind, message_id, payload, at, conv, own FROM queue WHERE acked = 0`,
 		scan: func(r *sql.Rows) ([]any, error) {
-			var user, seq, kind, at int64
+			var user, seq, kind, at, conv, own int64
 			var msg sql.NullInt64
 			var payload sql.NullString
-			err := r.Scan(&user, &seq, &kind, &msg, &payload, &at)
+			err := r.Scan(&user, &seq, &kind, &msg, &payload, &at, &conv, &own)
 			var m, p any
 			if msg.Valid {
 				m = msg.Int64
@@ -246,17 +275,21 @@ var migrateSteps = []copyStep{
 			if payload.Valid {
 				p = payload.String
 			}
-			return []any{user, seq, int16(kind), m, p, at}, err
+			return []any{user, seq, int16(kind), m, p, at, conv, int16(own)}, err
 		},
 	},
 	{
 		// SQLite's last seq is the larger of the cursor's and the queue's
 		// highest (sends only add queue rows); Postgres keeps it in the
-		// cursor, with the count of uncleaned messages the cap checks.
+		// cursor, with the count of uncleaned messages the cap checks. A
+		// source that stopped without saving its typing events' seqs
+		// (engine_state, sqlite_ephemeral.go) skips ahead here as its own
+		// next start would.
 		table:   "cursors",
 		columns: []string{"user_id", "last_seq", "queued", "acked_seq"},
 		query: `SELECT c.user_id,
-			max(c.last_seq, coalesce((SELECT max(q.seq) FROM queue q WHERE q.user_id = c.user_id), 0)),
+			max(c.last_seq, coalesce((SELECT max(q.seq) FROM queue q WHERE q.user_id = c.user_id), 0)) +
+				coalesce((SELECT 65536 FROM engine_state WHERE key = 'unsaved_seqs' AND value <> 0), 0),
 			(SELECT count(*) FROM queue q WHERE q.user_id = c.user_id AND q.kind = 1 AND q.acked = 0),
 			c.acked_seq
 			FROM cursors c`,
@@ -312,6 +345,7 @@ func scanInt64s(n int) func(*sql.Rows) ([]any, error) {
 // migrateTargetTables are every table of webim's Postgres schema that must
 // be empty before a copy (schema_version excepted).
 var migrateTargetTables = []string{"users", "sessions", "friendships", "friend_requests", "blocks",
+	"groups", "group_members", "read_markers",
 	"blobs", "blob_chunks", "files", "messages", "queue", "cursors", "admin_events",
 	"push_vapid", "push_subscriptions", "presence_nodes", "presence_claims", "presence", "login_failures"}
 
@@ -643,7 +677,7 @@ func (s *chunkSource) Err() error {
 // SQLite's AUTOINCREMENT tables keep their highest in sqlite_sequence even
 // after that row is gone, and clients know messages by id.
 func advanceIdentities(ctx context.Context, snap *sql.Tx, tx pgx.Tx) error {
-	for _, table := range []string{"users", "files", "messages", "push_subscriptions"} {
+	for _, table := range []string{"users", "files", "messages", "groups", "group_members", "push_subscriptions"} {
 		var last int64
 		err := snap.QueryRowContext(ctx, `SELECT max(
 			coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0),

@@ -38,11 +38,10 @@ const pgFirstVersion = 3
 
 // pgMigrations[i] takes a database from version pgFirstVersion+i to the next.
 // A fresh database skips them (schema_postgres.sql is always the latest).
-// Each step runs in its own transaction under the migration lock. Up to
-// version 4 step i makes the change SQLite's migrations[pgFirstVersion-1+i]
-// makes, so those versions are one schema on both engines; later versions
-// hold what only a cluster needs (presence across nodes, shared limits), so
-// from there on the numbers are the engine's own.
+// Each step runs in its own transaction under the migration lock. Version 4
+// is SQLite's 4 (push); 5 holds what only a cluster needs (presence across
+// nodes, shared limits) and 6 is SQLite's 5 (groups): past 4 the numbers are
+// the engine's own.
 var pgMigrations = []string{
 	// 3 → 4: Web Push (push.go), as schema_postgres.sql's last tables.
 	`CREATE TABLE push_vapid (
@@ -77,6 +76,8 @@ var pgMigrations = []string{
 		scope smallint NOT NULL, key text NOT NULL, bucket bigint NOT NULL, failures int NOT NULL,
 		PRIMARY KEY (scope, key, bucket));
 	CREATE INDEX login_failures_bucket ON login_failures (bucket);`,
+	// 5 → 6: groups, read markers, the queue's conversation key (as SQLite's 5).
+	pgMigrationGroups,
 }
 
 func pgSchemaVersion() int { return pgFirstVersion + len(pgMigrations) }
@@ -134,6 +135,11 @@ type pgStore struct {
 	// exists and ids are never reused; a deleted name is caught because the
 	// send's own lookup (in its transaction) is what decides.
 	users map[string]User
+
+	// ephemeral holds typing events until a poll takes them; seqFloor is
+	// what the writer gave them (postgres_groups.go).
+	ephemeral pgEphemeral
+	seqFloor  map[int64]seqFloor
 }
 
 // openPostgres connects to the database url names, brings its schema up to
@@ -192,6 +198,7 @@ func openPostgres(url string, maxQueue int, log *slog.Logger, shared bool) (*pgS
 		node:      newNodeID(),
 		listenCfg: cc.Copy(),
 		users:     map[string]User{},
+		seqFloor:  map[int64]seqFloor{},
 	}
 	if err := s.migrate(context.Background()); err != nil {
 		pool.Close()
@@ -203,6 +210,12 @@ func openPostgres(url string, maxQueue int, log *slog.Logger, shared bool) (*pgS
 		return nil, fail(err)
 	}
 	s.queued.Store(queued)
+	if !shared {
+		if err := s.openSeqState(context.Background()); err != nil {
+			pool.Close()
+			return nil, fail(err)
+		}
+	}
 	go s.runWriter()
 	if !shared {
 		s.bg.Add(1)
@@ -330,6 +343,11 @@ func (s *pgStore) Ping(ctx context.Context) error {
 // Close commits what is pending, stops the background work and closes the
 // pool.
 func (s *pgStore) Close() error {
+	if !s.shared {
+		if err := s.saveSeqState(); err != nil && !errors.Is(err, errShuttingDown) {
+			s.log.Warn("could not save the queues' seqs; the next start skips ahead", "err", err)
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -632,9 +650,26 @@ type pgQueueRows struct {
 	user, seq, message, at []int64
 	kind                   []int16
 	payload                []string // "" for messages (NULL)
+	conv                   []int64  // the queue's conversation key, 0 for notices
+	own                    []int16  // 1 on a message's copy in its sender's queue
 }
 
 func (r *pgQueueRows) add(user, seq int64, kind int16, message int64, payload string, at int64) {
+	r.addIn(user, seq, kind, message, payload, at, 0, 0)
+}
+
+// addMessage adds a message row of the conversation conv (see the schema).
+func (r *pgQueueRows) addMessage(user, seq, message, at, conv int64, own bool) {
+	var o int16
+	if own {
+		o = 1
+	}
+	r.addIn(user, seq, kindMessage, message, "", at, conv, o)
+}
+
+func (r *pgQueueRows) addIn(user, seq int64, kind int16, message int64, payload string, at, conv int64, own int16) {
+	r.conv = append(r.conv, conv)
+	r.own = append(r.own, own)
 	r.user = append(r.user, user)
 	r.seq = append(r.seq, seq)
 	r.kind = append(r.kind, kind)
@@ -650,18 +685,18 @@ func (r *pgQueueRows) filter(keep func(i int) bool) {
 	var out pgQueueRows
 	for i := range r.user {
 		if keep(i) {
-			out.add(r.user[i], r.seq[i], r.kind[i], r.message[i], r.payload[i], r.at[i])
+			out.addIn(r.user[i], r.seq[i], r.kind[i], r.message[i], r.payload[i], r.at[i], r.conv[i], r.own[i])
 		}
 	}
 	*r = out
 }
 
-const pgInsertQueue = `INSERT INTO queue (user_id, seq, kind, message_id, payload, at)
-	SELECT u, s, k, nullif(m, 0), nullif(p, ''), a
-	FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::text[], $6::int8[]) AS v(u, s, k, m, p, a)`
+const pgInsertQueue = `INSERT INTO queue (user_id, seq, kind, message_id, payload, at, conv, own)
+	SELECT u, s, k, nullif(m, 0), nullif(p, ''), a, c, o
+	FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::text[], $6::int8[], $7::int8[], $8::int2[]) AS v(u, s, k, m, p, a, c, o)`
 
 func (r *pgQueueRows) queue(b *pgx.Batch) {
-	b.Queue(pgInsertQueue, r.user, r.seq, r.kind, r.message, r.payload, r.at)
+	b.Queue(pgInsertQueue, r.user, r.seq, r.kind, r.message, r.payload, r.at, r.conv, r.own)
 }
 
 // begin starts the transaction if no statement has yet.
@@ -779,6 +814,7 @@ func (tx *pgTx) cursor(user int64) (*pgCursor, error) {
 		} else if err != nil {
 			return nil, err
 		}
+		tx.s.applySeqFloor(user, c)
 		tx.cur[user] = c
 	}
 	if c.missing {
@@ -803,6 +839,7 @@ func (tx *pgTx) scanLocked(rows pgx.Rows, ids []int64) error {
 			rows.Close()
 			return err
 		}
+		tx.s.applySeqFloor(id, c)
 		tx.cur[id] = c
 	}
 	rows.Close()

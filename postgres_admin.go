@@ -133,7 +133,12 @@ func (s *pgStore) DeleteUser(ctx context.Context, username string) (deletedUser,
 			return err
 		}
 		d.Files = int(files)
-		// Sessions, cursor, friendships, requests, blocks and push
+		// Owned groups pass to their next member first: the owner's row
+		// must not outlive the user.
+		if err := tx.leaveAllGroups(u.ID); err != nil {
+			return err
+		}
+		// Sessions, cursor, friendships, requests, blocks, read markers and push
 		// subscriptions cascade.
 		if _, err := tx.exec(`DELETE FROM users WHERE id = $1`, u.ID); err != nil {
 			return err

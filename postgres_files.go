@@ -127,7 +127,9 @@ func (s *pgStore) OpenFile(ctx context.Context, user, id int64) (FileInfo, io.Re
 	var chunk int
 	err := s.pool.QueryRow(ctx, `SELECT f.id, f.name, f.size, f.content_type, f.storage_name, b.chunk_size
 		FROM files f JOIN messages m ON m.file_id = f.id JOIN blobs b ON b.storage_name = f.storage_name
-		WHERE f.id = $1 AND m.refs > 0 AND (m.sender_id = $2 OR m.recipient_id = $2)`, id, user).
+		WHERE f.id = $1 AND m.refs > 0 AND (m.sender_id = $2 OR m.recipient_id = $2
+			OR (m.group_id IS NOT NULL AND EXISTS (SELECT 1 FROM queue q
+				WHERE q.user_id = $2 AND q.kind = 1 AND q.conv = -m.group_id AND q.message_id = m.id)))`, id, user).
 		Scan(&f.ID, &f.Name, &f.Size, &f.ContentType, &storage, &chunk)
 	if err != nil {
 		return f, nil, s.readErr(err, errNotFound)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -354,8 +355,8 @@ func (tx *pgTx) runGroup() error {
 		rc.queued++
 		sc.queued++
 		rc.dirty, sc.dirty = true, true
-		tx.rows.add(r.ID, rc.lastSeq, kindMessage, id, "", at)
-		tx.rows.add(sd.sender.ID, sc.lastSeq, kindMessage, id, "", at)
+		tx.rows.addMessage(r.ID, rc.lastSeq, id, at, sd.sender.ID, false)
+		tx.rows.addMessage(sd.sender.ID, sc.lastSeq, id, at, r.ID, true)
 		tx.queuedDelta += 2
 		// The sender's session has the message from the 201; its own copy
 		// waits for that session's next poll answer (API.md allows it).
@@ -380,7 +381,7 @@ func (tx *pgTx) runGroup() error {
 const pgLookupCIDs = `SELECT m.* FROM unnest($1::int8[], $2::bytea[]) AS k(s, c),
 	LATERAL (` + pgMessageSelect + ` WHERE m.sender_id = k.s AND m.client_msg_id = k.c AND m.client_msg_id IS NOT NULL) AS m`
 
-const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''::bytea),
+const pgMessageSelect = `SELECT m.sender_id, m.id, m.from_name, m.to_name, coalesce(m.group_id, 0), m.body, m.sent_at, coalesce(m.client_msg_id, ''::bytea),
 	f.id, f.name, f.size, f.content_type
 	FROM messages m LEFT JOIN files f ON f.id = m.file_id`
 
@@ -390,7 +391,7 @@ func pgScanMessage(row pgx.Row, sender *int64) (Message, error) {
 	var body, cid []byte
 	var fid, fsize *int64
 	var fname, ftype *string
-	if err := row.Scan(sender, &m.ID, &m.From, &m.To, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
+	if err := row.Scan(sender, &m.ID, &m.From, &m.To, &m.Group, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 		return m, err
 	}
 	m.Body, m.ClientMsgID = string(body), string(cid)
@@ -435,6 +436,7 @@ func (tx *pgTx) notify(other int64, kind int, me userJSON) error {
 func (tx *pgTx) dropNotices(user int64) error {
 	tx.rows.filter(func(i int) bool { return tx.rows.user[i] != user || tx.rows.kind[i] == kindMessage })
 	_, err := tx.exec(`DELETE FROM queue WHERE user_id = $1 AND kind <> $2`, user, kindMessage)
+	tx.onCommit(func() { tx.s.ephemeral.drop(user) })
 	return err
 }
 
@@ -451,7 +453,7 @@ func (s *pgStore) RequestTail(user int64) {}
 // oldest first.
 func (s *pgStore) EventsAfter(ctx context.Context, user, cursor int64, limit int) ([]Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT q.seq, q.kind, q.at, q.payload,
-		m.id, m.from_name, m.to_name, m.body, m.sent_at, m.client_msg_id, f.id, f.name, f.size, f.content_type
+		m.id, m.from_name, m.to_name, m.group_id, m.body, m.sent_at, m.client_msg_id, f.id, f.name, f.size, f.content_type
 		FROM queue q
 		LEFT JOIN messages m ON m.id = q.message_id
 		LEFT JOIN files f ON f.id = m.file_id
@@ -468,8 +470,8 @@ func (s *pgStore) EventsAfter(ctx context.Context, user, cursor int64, limit int
 		var at int64
 		var payload, from, to, fname, ftype *string
 		var body, cid []byte
-		var mid, sentAt, fid, fsize *int64
-		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
+		var mid, gid, sentAt, fid, fsize *int64
+		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &gid, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 			return nil, s.interpretError(err)
 		}
 		e.Type = kindNames[int(kind)]
@@ -479,23 +481,34 @@ func (s *pgStore) EventsAfter(ctx context.Context, user, cursor int64, limit int
 				continue // cannot happen: refs keep the message while a queue row holds it
 			}
 			m := &Message{ID: *mid, From: *from, To: *to, Body: string(body), SentAt: apiTime(fromMilli(*sentAt)), ClientMsgID: string(cid)}
+			if gid != nil {
+				m.Group = *gid
+			}
 			if fid != nil {
 				m.File = &FileInfo{ID: *fid, Name: *fname, Size: *fsize, ContentType: *ftype, URL: fileURL(*fid)}
 			}
 			e.Message = m
 		} else if payload != nil {
-			var p struct {
-				User json.RawMessage `json:"user"`
-			}
+			var p groupNoticePayload
 			if err := json.Unmarshal([]byte(*payload), &p); err != nil {
 				return nil, err
 			}
-			e.User = p.User
+			e.User, e.Group, e.Upto = p.User, p.Group, p.Upto
 		}
 		events = append(events, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.interpretError(err)
+	}
+	// Typing events are in memory only (postgres_groups.go): with the page
+	// not full every stored event after cursor is in it, so they fit in by
+	// seq.
+	if len(events) < limit {
+		if eph := s.ephemeral.take(user, cursor); len(eph) > 0 {
+			events = append(events, eph...)
+			slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
+			events = events[:min(len(events), limit)]
+		}
 	}
 	return events, nil
 }

@@ -34,7 +34,8 @@ const maxPollBatch = 100
 type Message struct {
 	ID     int64     `json:"id"`
 	From   string    `json:"from"`
-	To     string    `json:"to"`
+	To     string    `json:"to,omitempty"` // empty for a group message
+	Group  int64     `json:"group,omitempty"`
 	Body   string    `json:"body"`
 	SentAt string    `json:"sent_at"`
 	File   *FileInfo `json:"file,omitempty"`
@@ -61,6 +62,13 @@ type Event struct {
 	At      string          `json:"at"`
 	Message *Message        `json:"message,omitempty"`
 	User    json.RawMessage `json:"user,omitempty"`
+	// Group is a group object (group_joined, group_updated, group_left) or
+	// a bare id (read, typing).
+	Group json.RawMessage `json:"group,omitempty"`
+	Upto  *int64          `json:"upto,omitempty"`
+	// ephemeral events (typing) live only in a tail, and leave it once a
+	// poll has taken them: they are never delivered twice.
+	ephemeral bool
 }
 
 // noticePayload is what a notice stores: the user it is about.

@@ -88,6 +88,9 @@ var migrations = []string{
 		created_at INTEGER NOT NULL
 	);
 	CREATE INDEX push_subscriptions_user ON push_subscriptions(user_id, id);`,
+	// 5: groups, read markers and the queue's conversation key (API.md,
+	// "Groups, read state and typing"; sqlite_groups.go).
+	migrationGroups,
 }
 
 // schemaVersion is the user_version this binary writes and understands.
@@ -129,6 +132,12 @@ type sqliteStore struct {
 	queued atomic.Int64
 	// tails answers caught-up polls from memory.
 	tails *tails
+	// seqFloor is the highest seq the writer gave each queue that had an
+	// ephemeral event, and seqGap whether the last server crashed before
+	// saving them (sqlite_ephemeral.go). Only the writer touches them
+	// once it runs.
+	seqFloor map[int64]seqFloor
+	seqGap   bool
 	// ckpt checkpoints the WAL beside the writer (nil for admin commands,
 	// which leave checkpoints to the server).
 	ckpt *checkpointer
@@ -184,10 +193,19 @@ func openSQLite(path string, maxQueue int, log *slog.Logger, shared bool) (*sqli
 		onCommit: func([]int64) {},
 		tails:    newTails(),
 		isOnline: func(int64) bool { return false },
+		seqFloor: map[int64]seqFloor{},
 	}
 	if err := s.setup(); err != nil {
 		write.Close()
 		return nil, err
+	}
+	// An admin command hands out no ephemeral seqs and must not mark the
+	// running server's as saved.
+	if !shared {
+		if err := s.openSeqState(); err != nil {
+			write.Close()
+			return nil, err
+		}
 	}
 	read, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
@@ -273,6 +291,11 @@ func (s *sqliteStore) migrateStep(ctx context.Context, script string, to int) er
 // Close stops the writer after it has committed everything pending,
 // checkpoints the WAL into the main file and closes the database.
 func (s *sqliteStore) Close() error {
+	if !s.shared {
+		if err := s.saveSeqState(); err != nil && !errors.Is(err, errShuttingDown) {
+			s.log.Warn("could not save the queues' seqs; the next start skips ahead", "err", err)
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -361,8 +384,10 @@ type writeTx struct {
 // It is emptied whenever it might be wrong: after a failed batch, and when
 // another process (an admin command) has written to the database.
 type writerCache struct {
-	users       map[string]User
-	mayMessage  map[[2]int64]error // nil: friends, no block
+	users      map[string]User
+	mayMessage map[[2]int64]error // nil: friends, no block
+	// groups are groups' members by username; nil for no such group.
+	groups      map[int64][]cachedMember
 	cursors     map[int64]*cursorState
 	dataVersion int64
 	// lastMessageID is the highest message id handed out, 0 until read:
@@ -380,6 +405,7 @@ func newWriterCache() *writerCache {
 func (c *writerCache) reset() {
 	c.users = map[string]User{}
 	c.mayMessage = map[[2]int64]error{}
+	c.groups = map[int64][]cachedMember{}
 	c.cursors = map[int64]*cursorState{}
 	c.lastMessageID = 0
 }

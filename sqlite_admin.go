@@ -131,7 +131,12 @@ func (s *sqliteStore) DeleteUser(ctx context.Context, username string) (deletedU
 		if _, err := tx.exec(`DELETE FROM queue WHERE user_id = ?`, u.ID); err != nil {
 			return err
 		}
-		// Sessions, cursor, friendships, requests, blocks and push
+		// Owned groups pass to their next member first: the owner's row
+		// must not outlive the user.
+		if err := tx.leaveAllGroups(u.ID); err != nil {
+			return err
+		}
+		// Sessions, cursor, friendships, requests, blocks, read markers and push
 		// subscriptions cascade.
 		if _, err := tx.exec(`DELETE FROM users WHERE id = ?`, u.ID); err != nil {
 			return err

@@ -114,14 +114,17 @@ func syncDir(dir string) error {
 }
 
 // OpenFile opens file id for user if they sent or received its message and
-// some queue still holds that message. Anyone else, or a file no longer
+// some queue still holds that message; a group's file, for every user whose
+// queue still holds its message. Anyone else, or a file no longer
 // held, gets errNotFound (no hint that it exists).
 func (s *sqliteStore) OpenFile(ctx context.Context, user, id int64) (FileInfo, io.ReadSeekCloser, error) {
 	var f FileInfo
 	var storage string
 	err := s.read.QueryRowContext(ctx, `SELECT f.id, f.name, f.size, f.content_type, f.storage_name
 		FROM files f JOIN messages m ON m.file_id = f.id
-		WHERE f.id = ?1 AND m.refs > 0 AND (m.sender_id = ?2 OR m.recipient_id = ?2)`, id, user).
+		WHERE f.id = ?1 AND m.refs > 0 AND (m.sender_id = ?2 OR m.recipient_id = ?2
+			OR (m.group_id IS NOT NULL AND EXISTS (SELECT 1 FROM queue q
+				WHERE q.user_id = ?2 AND q.kind = 1 AND q.conv = -m.group_id AND q.message_id = m.id)))`, id, user).
 		Scan(&f.ID, &f.Name, &f.Size, &f.ContentType, &storage)
 	if errors.Is(err, sql.ErrNoRows) {
 		return f, nil, errNotFound

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 )
 
 // SendMessage stores body from sender to the user named to, in the
@@ -102,9 +104,9 @@ func (s *sqliteStore) SendMessage(ctx context.Context, sender User, to, body, cl
 		}
 		tx.cache.lastMessageID, msg.ID = id, id
 		recipientSeq, senderSeq := tx.nextSeq(rc), tx.nextSeq(sc)
-		if _, err := tx.exec(`INSERT OR FAIL INTO queue (user_id, seq, kind, message_id, at) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
-			recipient.ID, recipientSeq, kindMessage, msg.ID, sentAt,
-			sender.ID, senderSeq, kindMessage, msg.ID, sentAt); err != nil {
+		if _, err := tx.exec(`INSERT OR FAIL INTO queue (user_id, seq, kind, message_id, at, conv, own) VALUES (?, ?, ?, ?, ?, ?, 0), (?, ?, ?, ?, ?, ?, 1)`,
+			recipient.ID, recipientSeq, kindMessage, msg.ID, sentAt, sender.ID,
+			sender.ID, senderSeq, kindMessage, msg.ID, sentAt, recipient.ID); err != nil {
 			return err
 		}
 		rc.queued++
@@ -138,6 +140,9 @@ type cursorState struct {
 	user    int64
 	lastSeq int64
 	queued  int64
+	// stored is the last seq of a stored event, as far as the writer
+	// knows; lastSeq is beyond it by the ephemeral events since.
+	stored int64
 }
 
 // cursor returns user's queue state, reading it once per writer lifetime.
@@ -155,6 +160,16 @@ func (tx *writeTx) cursor(user int64) (*cursorState, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.stored = c.lastSeq
+	// Seqs given to ephemeral events are in no row (sqlite_ephemeral.go).
+	if floor, ok := tx.s.seqFloor[user]; ok {
+		c.lastSeq = max(c.lastSeq, floor.seq)
+		c.stored = max(c.stored, floor.safe)
+	} else if tx.s.seqGap {
+		c.lastSeq += seqGapAfterCrash
+		c.stored = c.lastSeq
+		tx.s.seqFloor[user] = seqFloor{c.lastSeq, c.lastSeq}
+	}
 	tx.cache.cursors[user] = c
 	return c, nil
 }
@@ -163,6 +178,7 @@ func (tx *writeTx) cursor(user int64) (*cursorState, error) {
 // touched cursors are dropped from the cache and read again.
 func (tx *writeTx) nextSeq(c *cursorState) int64 {
 	c.lastSeq++
+	c.stored = c.lastSeq
 	tx.touched = append(tx.touched, c.user)
 	return c.lastSeq
 }
@@ -187,7 +203,7 @@ func (tx *writeTx) messageByClientID(sender int64, clientMsgID string) (Message,
 	return m, err == nil, err
 }
 
-const messageSelect = `SELECT m.id, m.from_name, m.to_name, m.body, m.sent_at, coalesce(m.client_msg_id, ''),
+const messageSelect = `SELECT m.id, m.from_name, m.to_name, coalesce(m.group_id, 0), m.body, m.sent_at, coalesce(m.client_msg_id, ''),
 	f.id, f.name, f.size, f.content_type
 	FROM messages m LEFT JOIN files f ON f.id = m.file_id`
 
@@ -198,7 +214,7 @@ func scanMessage(row scanner) (Message, error) {
 	var sentAt int64
 	var fid, fsize sql.NullInt64
 	var fname, ftype sql.NullString
-	if err := row.Scan(&m.ID, &m.From, &m.To, &m.Body, &sentAt, &m.ClientMsgID, &fid, &fname, &fsize, &ftype); err != nil {
+	if err := row.Scan(&m.ID, &m.From, &m.To, &m.Group, &m.Body, &sentAt, &m.ClientMsgID, &fid, &fname, &fsize, &ftype); err != nil {
 		return m, err
 	}
 	m.SentAt = apiTime(fromMilli(sentAt))
@@ -286,7 +302,7 @@ func (s *sqliteStore) RecentEvents(user, cursor int64, limit int) ([]Event, bool
 // oldest first.
 func (s *sqliteStore) EventsAfter(ctx context.Context, user, cursor int64, limit int) ([]Event, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT q.seq, q.kind, q.at, q.payload,
-		m.id, m.from_name, m.to_name, m.body, m.sent_at, m.client_msg_id, f.id, f.name, f.size, f.content_type
+		m.id, m.from_name, m.to_name, m.group_id, m.body, m.sent_at, m.client_msg_id, f.id, f.name, f.size, f.content_type
 		FROM queue q
 		LEFT JOIN messages m ON m.id = q.message_id
 		LEFT JOIN files f ON f.id = m.file_id
@@ -302,9 +318,9 @@ func (s *sqliteStore) EventsAfter(ctx context.Context, user, cursor int64, limit
 		var kind int
 		var at int64
 		var payload sql.NullString
-		var mid, sentAt, fid, fsize sql.NullInt64
+		var mid, gid, sentAt, fid, fsize sql.NullInt64
 		var from, to, body, cid, fname, ftype sql.NullString
-		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
+		if err := rows.Scan(&e.Seq, &kind, &at, &payload, &mid, &from, &to, &gid, &body, &sentAt, &cid, &fid, &fname, &fsize, &ftype); err != nil {
 			return nil, err
 		}
 		e.Type = kindNames[kind]
@@ -313,24 +329,36 @@ func (s *sqliteStore) EventsAfter(ctx context.Context, user, cursor int64, limit
 			if !mid.Valid {
 				continue // cannot happen: refs keep the message while a queue row holds it
 			}
-			m := &Message{ID: mid.Int64, From: from.String, To: to.String, Body: body.String,
+			m := &Message{ID: mid.Int64, From: from.String, To: to.String, Group: gid.Int64, Body: body.String,
 				SentAt: apiTime(fromMilli(sentAt.Int64)), ClientMsgID: cid.String}
 			if fid.Valid {
 				m.File = &FileInfo{ID: fid.Int64, Name: fname.String, Size: fsize.Int64, ContentType: ftype.String, URL: fileURL(fid.Int64)}
 			}
 			e.Message = m
 		} else if payload.Valid {
-			var p struct {
-				User json.RawMessage `json:"user"`
-			}
+			var p groupNoticePayload
 			if err := json.Unmarshal([]byte(payload.String), &p); err != nil {
 				return nil, err
 			}
-			e.User = p.User
+			e.User, e.Group, e.Upto = p.User, p.Group, p.Upto
 		}
 		events = append(events, e)
 	}
-	return events, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// A poll behind its tail reads here, and would never see a typing
+	// event (sqlite_ephemeral.go) that came meanwhile: with the page not
+	// full, every stored event after cursor is in it, so the ephemeral
+	// ones fit in by seq.
+	if len(events) < limit {
+		if eph := s.tails.takeEphemeral(user, cursor); len(eph) > 0 {
+			events = append(events, eph...)
+			slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
+			events = events[:min(len(events), limit)]
+		}
+	}
+	return events, nil
 }
 
 // Clean acknowledges every event of user's queue with seq <= upto and deletes

@@ -84,6 +84,38 @@ type Store interface {
 	// see every attempt); on PostgreSQL, a table every node reads.
 	LoginFailures(byName, byAddr windowRule) sharedFailures
 
+	// Groups (API.md, "Groups, read state and typing"). viewer-relative
+	// answers mark which members are the viewer's friends. maxMembers is
+	// -max-group-members. A non-member gets errNoSuchGroup from every one,
+	// as for a group that does not exist. Each change queues its notices
+	// (group_joined, group_updated, group_left) in the same commit.
+	CreateGroup(ctx context.Context, owner User, name string, members []string, maxMembers int) (Group, error)
+	GroupsOf(ctx context.Context, viewer int64) ([]Group, error)
+	GroupOf(ctx context.Context, viewer, group int64) (Group, error)
+	RenameGroup(ctx context.Context, me User, group int64, name string) (Group, error)
+	AddGroupMember(ctx context.Context, me User, group int64, username string, maxMembers int) (Group, error)
+	// RemoveGroupMember is a leave when username is me's own.
+	RemoveGroupMember(ctx context.Context, me User, group int64, username string) error
+	// SendGroupMessage stores one message with a queue row for every member
+	// (the sender's always; others' unless at the queue cap, then they are
+	// listed in undelivered), in one commit. created is as for SendMessage.
+	SendGroupMessage(ctx context.Context, sender User, group int64, body, clientMsgID string, file *newFile) (msg Message, undelivered []string, created bool, err error)
+	GroupCount(ctx context.Context) (int64, error)
+
+	// Read state. MarkRead moves me's marker of the conversation with the
+	// user named with, or of group, forward to upto (never back), and
+	// queues read notices when it moved. Conversations lists me's.
+	MarkRead(ctx context.Context, me User, with string, group, upto int64) error
+	Conversations(ctx context.Context, me int64) ([]Conversation, error)
+
+	// Typing. TypingRecipients checks that sender may type to the user
+	// named to (or in group) and returns who would be told, and which of
+	// them are sender's friends (who see sender's presence); QueueEphemeral
+	// puts e, with a seq of each user's queue, into the polls of those
+	// users, in memory only: it is never written and never redelivered.
+	TypingRecipients(ctx context.Context, sender User, to string, group int64) ([]Recipient, error)
+	QueueEphemeral(users []int64, e Event)
+
 	// Relations.
 	RequestFriend(ctx context.Context, me User, to string) (other User, completed bool, err error)
 	AcceptFriend(ctx context.Context, me User, from string) (User, error)

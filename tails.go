@@ -10,7 +10,10 @@ const maxTailEvents = 256
 // that is caught up (the usual case) is answered without touching SQLite.
 // Only the writer changes a tail, after the commit that made its events
 // durable, in the order of its ops; polls read it. A tail is a cache: it can
-// be dropped at any time, and the database answers instead.
+// be dropped at any time, and the database answers instead. The one thing
+// it holds that the database does not is ephemeral events (typing,
+// sqlite_ephemeral.go), which are transient: dropped with it, and taken out
+// by the poll that delivers them.
 type tails struct {
 	mu      sync.Mutex
 	byUser  map[int64]*tail
@@ -43,7 +46,52 @@ func (t *tails) read(user, cursor int64, limit int) (events []Event, ok bool) {
 	n := min(len(tl.events)-i, limit)
 	events = make([]Event, n)
 	copy(events, tl.events[i:i+n])
+	taken := false
+	for _, e := range events {
+		taken = taken || e.ephemeral
+	}
+	if taken {
+		kept := tl.events[:i:i]
+		for j, e := range tl.events[i:] {
+			if !e.ephemeral || j >= n {
+				kept = append(kept, e)
+			}
+		}
+		tl.events = kept
+	}
 	return events, true
+}
+
+// takeEphemeral removes and returns user's ephemeral events with seq >
+// cursor: a poll answered from the database (which never holds them) adds
+// them to its answer.
+func (t *tails) takeEphemeral(user, cursor int64) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tl := t.byUser[user]
+	if tl == nil {
+		return nil
+	}
+	var taken []Event
+	kept := tl.events[:0:0]
+	for _, e := range tl.events {
+		if e.ephemeral && e.Seq > cursor {
+			taken = append(taken, e)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	if taken != nil {
+		tl.events = kept
+	}
+	return taken
+}
+
+// has reports whether user has a tail.
+func (t *tails) has(user int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byUser[user] != nil
 }
 
 // request marks user's tail as asked for; it reports whether the caller

@@ -107,6 +107,17 @@ export const api = {
     request('POST', '/api/messages', { to, body, client_msg_id: clientMsgId }),
   clean: (upto) => request('POST', '/api/clean', { upto }),
 
+  groups: () => request('GET', '/api/groups'),
+  createGroup: (name, members) => request('POST', '/api/groups', { name, members }),
+  renameGroup: (id, name) => request('PATCH', `/api/groups/${id}`, { name }),
+  addGroupMember: (id, u) => request('POST', `/api/groups/${id}/members/${enc(u)}`),
+  removeGroupMember: (id, u) => request('DELETE', `/api/groups/${id}/members/${enc(u)}`),
+  sendGroupMessage: (group, body, clientMsgId) =>
+    request('POST', '/api/messages', { group, body, client_msg_id: clientMsgId }),
+  read: (body) => request('POST', '/api/read', body),
+  conversations: () => request('GET', '/api/conversations'),
+  typing: (body) => request('POST', '/api/typing', body),
+
   // poll waits up to timeout seconds for events after cursor.
   poll: (cursor, timeout, signal) =>
     request('GET', `/api/poll?cursor=${cursor}&timeout=${timeout}`, undefined, {
@@ -124,7 +135,9 @@ export const api = {
 export function uploadFile(to, file, clientMsgId, onProgress) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
-    form.append('to', to);
+    // A group conversation's key is "g:ID" (groups.js).
+    if (String(to).startsWith('g:')) form.append('group', to.slice(2));
+    else form.append('to', to);
     form.append('client_msg_id', clientMsgId);
     form.append('file', file, file.name);
     const xhr = new XMLHttpRequest();

@@ -13,6 +13,11 @@ import { Poller } from './poll.js';
 import { setupSettings } from './settings.js';
 import { setupPush, openFromURL } from './push.js';
 import {
+  setupGroups, resetGroups, loadGroups, handleGroupEvent, messageArrived, typingInput, sendRead,
+  renderTyping, decorateTick, renderGroupHeader, hideGroupHeader, renderGroupList, isGroupKey, groupKey,
+  groupIdOf, groupOf,
+} from './groups.js';
+import {
   state, conv, storageGet, storageSet, saveLastRead, unreadOf, remember, nameOf, userOf, IMAGE_TYPES,
 } from './state.js';
 
@@ -98,7 +103,7 @@ function renderSidebar() {
 
   // Friends, and anyone else we have messages with, most recent conversation first.
   const names = new Set([...state.friends.keys()]);
-  for (const [name, c] of state.convs) if (c.items.length) names.add(name);
+  for (const [name, c] of state.convs) if (c.items.length && !isGroupKey(name)) names.add(name);
   const rows = [...names].map((name) => {
     const c = state.convs.get(name);
     const last = c && c.items.length ? c.items[c.items.length - 1] : null;
@@ -119,6 +124,7 @@ function renderSidebar() {
     return friendItem(row.name, online, unread, preview, sig);
   }));
   $('friends-empty').hidden = rows.length > 0;
+  renderGroupList(unreadOf, previewOf);
 
   // Outgoing requests.
   const outgoing = [...state.outgoing.values()].sort(byName);
@@ -296,10 +302,17 @@ let shownConv = null;
 
 function renderConversation(c) {
   const peer = c.username;
-  const friend = state.friends.get(peer);
-  const blocked = state.blocked.has(peer);
+  const group = isGroupKey(peer);
+  const friend = group ? null : state.friends.get(peer);
+  const blocked = !group && state.blocked.has(peer);
   const switched = shownConv !== peer;
   shownConv = peer;
+  $('app-screen').dataset.conv = group ? 'group' : 'direct';
+  if (group) {
+    renderGroupConversation(c, switched);
+    return;
+  }
+  hideGroupHeader();
 
   $('conv-title').textContent = nameOf(peer);
   const avSig = `${peer}|${nameOf(peer)}|${friend ? friend.online : 'x'}`;
@@ -315,6 +328,7 @@ function renderConversation(c) {
     statusEl.textContent = blocked ? 'Blocked' : `@${peer} · not a friend`;
     delete statusEl.dataset.online;
   }
+  $('friend-menu-btn').hidden = false;
   $('unfriend-btn').hidden = !friend;
   $('block-btn').hidden = blocked;
   $('unblock-btn').hidden = !blocked;
@@ -331,8 +345,23 @@ function renderConversation(c) {
     note.hidden = true;
   }
   for (const id of ['message-input', 'send-btn', 'emoji-btn', 'attach-btn']) $(id).disabled = !canSend;
+  renderMessages(c, switched);
+}
 
-  // Messages.
+// renderGroupConversation is renderConversation for a group: its header, and
+// a composer open to members.
+function renderGroupConversation(c, switched) {
+  const member = renderGroupHeader(c.username);
+  $('friend-menu-btn').hidden = true;
+  const note = $('composer-note');
+  note.hidden = member;
+  note.textContent = member ? '' : 'You are no longer in this group.';
+  for (const id of ['message-input', 'send-btn', 'emoji-btn', 'attach-btn']) $(id).disabled = !member;
+  renderMessages(c, switched);
+}
+
+function renderMessages(c, switched) {
+  const peer = c.username;
   const scroller = $('message-scroll');
   const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   const els = [];
@@ -347,6 +376,7 @@ function renderConversation(c) {
       d - prev.sentAt > 5 * 60 * 1000;
     const el = messageEl(r, messageActions);
     el.classList.toggle('first', first);
+    if (r.from === state.me.username) decorateTick(el, peer, r);
     els.push(el);
     prev = r;
   }
@@ -358,6 +388,7 @@ function renderConversation(c) {
     c.newBelow = false;
   }
   $('new-below').hidden = !c.newBelow;
+  renderTyping(peer);
 
   // Reading: the open conversation counts as read while the page is visible.
   if (!document.hidden) markRead(c);
@@ -371,6 +402,8 @@ function markRead(c) {
     saveLastRead(c);
     render();
   }
+  // The server's marker: the other side's ticks and every device's counts.
+  sendRead(c.username, max);
 }
 
 const msgCache = new Map(); // day dividers
@@ -425,8 +458,9 @@ function recordFrom(m, seq) {
 // onMessageEvent files a message from the queue into its conversation, once.
 function onMessageEvent(m, seq) {
   const me = state.me.username;
-  const peer = m.from === me ? m.to : m.from;
+  const peer = m.group ? groupKey(m.group) : (m.from === me ? m.to : m.from);
   const c = conv(peer);
+  messageArrived(peer, m.from);
   const known = c.byId.get(m.id);
   if (known) {
     known.seq = seq;
@@ -507,8 +541,8 @@ function sendText() {
 
 function sendFile(file) {
   const peer = state.active;
-  if (!peer || !state.friends.has(peer)) {
-    toast('Open a conversation with a friend to send files.');
+  if (!peer || !(state.friends.has(peer) || groupOf(peer))) {
+    toast('Open a conversation with a friend or a group to send files.');
     return;
   }
   const c = conv(peer);
@@ -536,7 +570,9 @@ async function deliver(r) {
         r.progress = p;
         if (r.progressEl) r.progressEl.value = p;
       })
-      : await api.sendMessage(r.to, r.body, r.cid);
+      : isGroupKey(r.to)
+        ? await api.sendGroupMessage(groupIdOf(r.to), r.body, r.cid)
+        : await api.sendMessage(r.to, r.body, r.cid);
     confirmSent(r, res.message);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
@@ -582,7 +618,8 @@ function discardLocal(r) {
 function notify(peer, r) {
   if (!('Notification' in window) || Notification.permission !== 'granted') return;
   try {
-    const n = new Notification(nameOf(peer), {
+    const g = groupOf(peer);
+    const n = new Notification(g ? `${nameOf(r.from)} in ${g.name}` : nameOf(peer), {
       body: r.file ? `Sent a file: ${r.body}` : r.body.slice(0, 200),
       tag: `webim-${peer}`,
     });
@@ -664,6 +701,7 @@ function handleEvent(ev) {
       showReplaced();
       return false;
     default:
+      handleGroupEvent(ev);
       break;
   }
   return true;
@@ -926,6 +964,7 @@ function setupComposer() {
     }
   });
   input.addEventListener('input', autosize);
+  input.addEventListener('input', () => typingInput(state.active));
   input.addEventListener('input', showLength);
   input.addEventListener('paste', (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
@@ -951,12 +990,12 @@ function setupComposer() {
     if (!hasFiles(e)) return;
     e.preventDefault();
     depth++;
-    overlay.hidden = !state.friends.has(state.active);
+    overlay.hidden = !(state.friends.has(state.active) || groupOf(state.active));
   });
   zone.addEventListener('dragover', (e) => {
     if (!hasFiles(e)) return;
     e.preventDefault();
-    e.dataTransfer.dropEffect = state.friends.has(state.active) ? 'copy' : 'none';
+    e.dataTransfer.dropEffect = state.friends.has(state.active) || groupOf(state.active) ? 'copy' : 'none';
   });
   zone.addEventListener('dragleave', () => {
     depth = Math.max(0, depth - 1);
@@ -1000,6 +1039,7 @@ function startPolling() {
       setConnState(s);
       if (s === 'online' && wasDown) {
         refreshLists().catch(() => {});
+        loadGroups().catch(() => {});
         retryFailed();
       }
     },
@@ -1053,6 +1093,7 @@ function startApp(user) {
   }, (e) => {
     if (e instanceof ApiError && e.status === 401) onUnauthorized(e);
   });
+  loadGroups().catch(() => {});
   startPolling();
   openFromURL(openConversation);
 }
@@ -1072,9 +1113,10 @@ function signOutLocally() {
   $('user-search').value = '';
   sideCache.clear();
   friendRows.clear();
+  resetGroups();
   msgCache.clear();
   shownConv = null;
-  for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list']) {
+  for (const id of ['search-results', 'incoming-list', 'friend-list', 'outgoing-list', 'blocked-list', 'message-list', 'group-list']) {
     $(id).replaceChildren();
   }
   $('message-input').value = '';
@@ -1106,6 +1148,7 @@ function setupApp() {
   });
 
   setupComposer();
+  setupGroups({ render, open: openConversation, toast, conv, onError: (e) => { if (e instanceof ApiError && e.status === 401) onUnauthorized(e); } });
   // "New messages" appears when one arrives while reading further up.
   $('new-below').addEventListener('click', () => {
     const sc = $('message-scroll');
