@@ -745,16 +745,15 @@ func (s *pgStore) TypingRecipients(ctx context.Context, sender User, to string, 
 
 // --- typing: ephemeral events ----------------------------------------------
 //
-// As on SQLite (sqlite_ephemeral.go), a typing event takes the next seq of
-// the recipient's queue without writing it: the writer reads the cursor
-// row without locking it (a lock would write the row) and remembers the seq
-// it gave (seqFloor), which every later lock of that cursor in this process
-// starts from, so a stored event always comes after it. Close saves those
-// seqs; engine_state.unsaved_seqs says a server ran without saving them, and
-// the next one then moves every queue's seqs past what they may have
-// reached. The events wait in memory (pgEphemeral) until a poll of theirs
-// reads the queue. Several nodes on one database would need each other's
-// seqs: this is right for one server process (admin commands give none).
+// A typing event takes the next seq of the recipient's queue, and, unlike on
+// SQLite, that seq is taken in the database: the cursor row's last_seq moves
+// under its lock in the writer's transaction, so that no other node (whose
+// sends lock the same row) can give the seq to a stored event. Without it a
+// client whose cursor passed a typing event would skip the message another
+// node stored under the same seq. The event itself is never written: it
+// waits in memory (pgEphemeral) until a poll of its user here reads the
+// queue. seqFloor and engine_state remain for what this process gave before
+// a crash.
 
 // pgEphemeralKeep bounds how long, and how many, undelivered typing events a
 // user keeps: a "typing…" older than the page shows it is worth nothing.
@@ -831,14 +830,19 @@ func (s *pgStore) QueueEphemeral(users []int64, e Event) {
 			if !tx.s.isOnline(u) {
 				continue
 			}
-			var last int64
+			f := tx.s.seqFloor[u]
+			var seq int64
 			if c := tx.cur[u]; c != nil {
 				if c.missing {
 					continue
 				}
-				last = c.lastSeq
+				// Locked by this batch and written back at its commit.
+				seq = max(c.lastSeq, f.seq) + 1
+				c.lastSeq = seq // a stored event later in this batch comes after it
+				c.dirty = true
 			} else {
-				err := tx.queryRow(`SELECT last_seq FROM cursors WHERE user_id = $1`, u).Scan(&last)
+				err := tx.queryRow(`UPDATE cursors SET last_seq = greatest(last_seq, $2) + 1 WHERE user_id = $1 RETURNING last_seq`,
+					u, f.seq).Scan(&seq)
 				if errors.Is(err, pgx.ErrNoRows) {
 					continue
 				}
@@ -846,16 +850,7 @@ func (s *pgStore) QueueEphemeral(users []int64, e Event) {
 					return err
 				}
 			}
-			f := tx.s.seqFloor[u]
-			stored := max(last, f.safe)
-			seq := max(last, f.seq) + 1
-			if seq-stored > seqGapAfterCrash/2 {
-				continue // see sqlite_ephemeral.go: the crash gap must cover them
-			}
-			tx.s.seqFloor[u] = seqFloor{seq: seq, safe: stored}
-			if c := tx.cur[u]; c != nil {
-				c.lastSeq = seq // a stored event later in this batch comes after it
-			}
+			tx.s.seqFloor[u] = seqFloor{seq: seq, safe: seq}
 			ev := e
 			ev.Seq, ev.At = seq, apiTime(tx.now)
 			user := u
