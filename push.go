@@ -107,6 +107,13 @@ type pusher struct {
 	backoff  time.Duration
 	attempts int
 
+	// ids remembers recipients' user ids by name for a minute, so that a
+	// message to someone polling costs no database read to skip its push.
+	// A minute bounds how long a name deleted and taken again by a new
+	// account maps to the old (gone) id: that account's pushes wait so long.
+	idsMu sync.Mutex
+	ids   map[string]cachedID
+
 	mu     sync.Mutex
 	queue  []*pushJob
 	convs  map[convKey]*convState
@@ -132,6 +139,7 @@ func newPusher(store Store, log *slog.Logger, guard *endpointGuard, key vapidKey
 		preview: preview, pollOpenSince: pollOpenSince, topicKey: tk[:],
 		window: pushWindow, backoff: pushBackoff, attempts: pushAttempts,
 		convs: map[convKey]*convState{}, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		ids: map[string]cachedID{},
 	}
 	for range pushWorkers {
 		p.wg.Add(1)
@@ -157,6 +165,14 @@ func (p *pusher) close() {
 // messageStored queues the check for a push about msg to the user named to.
 // It never waits.
 func (p *pusher) messageStored(msg Message, to string, sentAt time.Time) {
+	// Most recipients are polling: skip them here, before any work, when
+	// their id is known already (the worker checks again either way).
+	p.idsMu.Lock()
+	c, known := p.ids[to]
+	p.idsMu.Unlock()
+	if known && time.Since(c.seen) < pushIDCacheFor && p.pollOpenSince(c.id, sentAt) {
+		return
+	}
 	payload := pushPayload{Type: "message", From: msg.From, ID: msg.ID}
 	if p.preview {
 		pv := msg.Body
@@ -260,15 +276,43 @@ func (p *pusher) work() {
 // recipient had a poll open since it was stored, nor more than one per
 // conversation and window (the newest waits for the window's end).
 func (p *pusher) check(j *pushJob) {
-	acct, err := p.store.AccountByName(p.ctx, j.to)
-	if err != nil {
+	id, ok := p.userID(j.to)
+	if !ok {
 		return // deleted meanwhile, or the store is down: no push either way
 	}
-	if p.pollOpenSince(acct.ID, j.sentAt) {
+	if p.pollOpenSince(id, j.sentAt) {
 		return
 	}
-	j.to, j.user = "", acct.ID
+	j.to, j.user = "", id
 	p.coalesce(j)
+}
+
+type cachedID struct {
+	id   int64
+	seen time.Time
+}
+
+const pushIDCacheFor = time.Minute
+
+func (p *pusher) userID(name string) (int64, bool) {
+	now := time.Now()
+	p.idsMu.Lock()
+	c, ok := p.ids[name]
+	p.idsMu.Unlock()
+	if ok && now.Sub(c.seen) < pushIDCacheFor {
+		return c.id, true
+	}
+	acct, err := p.store.AccountByName(p.ctx, name)
+	if err != nil {
+		return 0, false
+	}
+	p.idsMu.Lock()
+	if len(p.ids) > 100_000 {
+		clear(p.ids) // bounded: a busy server refills it within a minute
+	}
+	p.ids[name] = cachedID{acct.ID, now}
+	p.idsMu.Unlock()
+	return acct.ID, true
 }
 
 func (p *pusher) coalesce(j *pushJob) {
