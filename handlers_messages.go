@@ -107,8 +107,8 @@ func (a *App) sendAndAnswer(w http.ResponseWriter, r *http.Request, s *Session, 
 		}
 	}
 	writeJSON(w, status, sendAnswer{Message: msg, Undelivered: undelivered})
-	if created && gid == 0 {
-		a.pushAfterSend(msg, []string{msg.To}, sentAt)
+	if created {
+		a.pushAfterSend(msg, a.pushRecipients(r.Context(), s.User, msg, gid, undelivered), sentAt)
 	}
 	return nil
 }

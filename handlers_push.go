@@ -3,6 +3,7 @@ package main
 // Web Push: the server's key and the caller's subscriptions.
 
 import (
+	"context"
 	"crypto/ecdh"
 	"encoding/base64"
 	"encoding/json"
@@ -140,6 +141,32 @@ func (a *App) pushSubject(sub pushSubscription) string {
 // pushAfterSend queues the push check for a message just stored, without
 // waiting; sentAt is from before the store was asked, so that a poll the
 // message woke and ended counts as open.
+// pushRecipients are who a stored message may push to: its recipient, or
+// the group's members but the sender and those whose queue was full.
+func (a *App) pushRecipients(ctx context.Context, sender User, msg Message, gid int64, undelivered []string) []string {
+	if gid == 0 {
+		return []string{msg.To}
+	}
+	if a.push == nil {
+		return nil
+	}
+	g, err := a.store.GroupOf(ctx, sender.ID, gid)
+	if err != nil {
+		return nil // left or gone meanwhile: no push is the safe side
+	}
+	skip := map[string]bool{sender.Username: true}
+	for _, u := range undelivered {
+		skip[u] = true
+	}
+	var to []string
+	for _, m := range g.Members {
+		if !skip[m.Username] {
+			to = append(to, m.Username)
+		}
+	}
+	return to
+}
+
 func (a *App) pushAfterSend(msg Message, recipients []string, sentAt time.Time) {
 	if a.push == nil {
 		return

@@ -181,11 +181,17 @@ func (p *pusher) messageStored(msg Message, to string, sentAt time.Time) {
 		}
 		payload.Preview = &pv
 	}
+	conv := "u:" + msg.From
+	if msg.Group != 0 {
+		g := msg.Group
+		payload.Group = &g
+		conv = "g:" + strconv.FormatInt(g, 10)
+	}
 	b, err := json.Marshal(payload)
 	if err != nil {
 		return
 	}
-	p.enqueue(&pushJob{to: to, sentAt: sentAt, conv: "u:" + msg.From, payload: b})
+	p.enqueue(&pushJob{to: to, sentAt: sentAt, conv: conv, payload: b})
 }
 
 // codePointPrefix returns the byte length of s's first n code points.

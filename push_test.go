@@ -810,3 +810,49 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A group message pushes each member with no poll open, but not its sender,
+// with the group in the payload and a topic of the group's own.
+func TestPushGroupMessage(t *testing.T) {
+	ts, _ := pushServer(t)
+	fp := newFakePush(t)
+	cs := ts.friends("pga", "pgb", "pgc")
+	alice, bob, carol := cs[0], cs[1], cs[2]
+	bobSub, carolSub, aliceSub := newBrowserSub(t, fp.srv.URL+"/sub/bob"), newBrowserSub(t, fp.srv.URL+"/sub/carol"), newBrowserSub(t, fp.srv.URL+"/sub/alice")
+	bob.subscribe(bobSub)
+	carol.subscribe(carolSub)
+	alice.subscribe(aliceSub)
+	var created struct {
+		Group struct {
+			ID int64 `json:"id"`
+		} `json:"group"`
+	}
+	alice.mustJSON("POST", "/api/groups", map[string]any{"name": "Push crew", "members": []string{bob.username, carol.username}}, http.StatusCreated, &created)
+	var sent struct{ Message Message }
+	alice.mustJSON("POST", "/api/messages", map[string]any{"group": created.Group.ID, "body": "to the group"}, http.StatusCreated, &sent)
+	reqs := fp.waitRequests(2)
+	ts.pushSettled()
+	if n := len(fp.requests()); n != 2 {
+		t.Fatalf("%d pushes, want one to each of the two other members", n)
+	}
+	got := map[string]bool{}
+	for _, r := range reqs {
+		var sub *browserSub
+		switch r.path {
+		case "/sub/bob":
+			sub = bobSub
+		case "/sub/carol":
+			sub = carolSub
+		default:
+			t.Fatalf("a push went to %s", r.path)
+		}
+		p := decodePush(t, sub, r)
+		if p.Group == nil || *p.Group != created.Group.ID || p.ID != sent.Message.ID || p.From != alice.username {
+			t.Fatalf("group push payload %+v", p)
+		}
+		got[r.path] = true
+	}
+	if !got["/sub/bob"] || !got["/sub/carol"] {
+		t.Fatalf("pushes went to %v", got)
+	}
+}
