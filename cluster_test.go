@@ -538,3 +538,49 @@ func TestCluster_SIGTERM(t *testing.T) {
 	}
 	c.wakeAcross(2, 1, aTok, bTok, b, cursor, "after node 0 stopped")
 }
+
+// Typing events live in memory only, on the node that took them; they reach
+// a recipient polling on another node inside the notification, with a seq
+// taken under the cursor's lock, so a message stored next on a third node
+// comes after it and is not skipped.
+func TestCluster_TypingCrossesNodes(t *testing.T) {
+	c := startCluster(t, 3)
+	alice, bob := uniqueName("alice"), uniqueName("bob")
+	aTok := procUser(t, c.hc, c.base(0), alice)
+	bTok := procUser(t, c.hc, c.base(1), bob)
+	procBefriend(t, c.hc, c.base(0), alice, aTok, bob, bTok)
+	cursor := c.drain(1, bTok, 0)
+	// Node 0 writes typing only for users it sees online: bob's poll on
+	// node 1 shows there within a presence tick. Typing is throttled per
+	// 2 s, so each try waits that long.
+	var typing Event
+	deadline := time.Now().Add(20 * time.Second)
+	for typing.Type == "" && time.Now().Before(deadline) {
+		ch := c.goPoll(1, bTok, cursor, 3)
+		waiting(t, ch, 300*time.Millisecond, "bob's poll")
+		if st, data, err := apiCall(c.hc, c.base(0), aTok, "POST", "/api/typing", map[string]any{"to": bob}); err != nil || st != http.StatusNoContent {
+			t.Fatalf("typing: %d %s %v", st, data, err)
+		}
+		p := within(t, ch, 10*time.Second, "bob's poll")
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		for _, e := range p.Events {
+			if e.Type == "typing" {
+				typing = e
+			}
+		}
+		cursor = max(cursor, p.Cursor)
+		time.Sleep(2100 * time.Millisecond)
+	}
+	if typing.Type == "" || !strings.Contains(string(typing.User), alice) {
+		t.Fatalf("no typing event from %s reached bob on another node: %+v", alice, typing)
+	}
+	if st, data, err := c.send(2, aTok, bob, "after typing", "after-typing"); err != nil || st != http.StatusCreated {
+		t.Fatalf("send: %d %s %v", st, data, err)
+	}
+	p := c.poll(1, bTok, cursor, 5)
+	if p.err != nil || len(p.Events) == 0 || p.Events[len(p.Events)-1].Message == nil || p.Events[len(p.Events)-1].Seq <= typing.Seq {
+		t.Fatalf("the message after the typing event: %+v (typing seq %d)", p, typing.Seq)
+	}
+}

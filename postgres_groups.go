@@ -855,6 +855,7 @@ func (s *pgStore) QueueEphemeral(users []int64, e Event) {
 			ev.Seq, ev.At = seq, apiTime(tx.now)
 			user := u
 			tx.onCommit(func() { tx.s.ephemeral.add(user, ev) })
+			tx.notes.typing = append(tx.notes.typing, pgTypingNote{user, ev})
 			tx.wakeUser(u)
 		}
 		return nil

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,17 +48,28 @@ const (
 type pgNotes struct {
 	sessions []int64  // users whose sessions started or ended
 	polls    []string // "user.tag" of polls that began waiting
+	// typing are typing events, which live in memory only: the node where
+	// the recipient polls learns them from the notification itself.
+	typing []pgTypingNote
 }
 
-func (n *pgNotes) empty() bool { return len(n.sessions) == 0 && len(n.polls) == 0 }
+type pgTypingNote struct {
+	user int64
+	e    Event
+}
+
+func (n *pgNotes) empty() bool {
+	return len(n.sessions) == 0 && len(n.polls) == 0 && len(n.typing) == 0
+}
 
 // sessionChanged tells the other nodes, at commit, to check user's live
 // session.
 func (tx *pgTx) sessionChanged(user int64) { tx.notes.sessions = append(tx.notes.sessions, user) }
 
 // pgPayloads makes the notification payloads of a batch: "node item,item…"
-// where an item is w<user> (queue changed), s<user> (sessions changed) or
-// p<user>.<tag> (a poll took over the session). Payloads are split before
+// where an item is w<user> (queue changed), s<user> (sessions changed),
+// p<user>.<tag> (a poll took over the session) or t<user>:<event> (a typing
+// event for user, its JSON in unpadded base64url, which has no commas). Payloads are split before
 // pgNotifyMax; each carries the node, so each can be read alone.
 func pgPayloads(node string, woken []int64, notes pgNotes) []string {
 	var out []string
@@ -84,6 +97,13 @@ func pgPayloads(node string, woken []int64, notes pgNotes) []string {
 	for _, p := range notes.polls {
 		add('p', p)
 	}
+	for _, t := range notes.typing {
+		js, err := json.Marshal(t.e)
+		if err != nil {
+			continue
+		}
+		add('t', strconv.FormatInt(t.user, 10)+":"+base64.RawURLEncoding.EncodeToString(js))
+	}
 	if b.Len() > 0 {
 		out = append(out, b.String())
 	}
@@ -97,6 +117,7 @@ type pgHeard struct {
 	woken    []int64
 	sessions []int64
 	polls    []pgPollNote
+	typing   []pgTypingNote
 }
 
 type pgPollNote struct {
@@ -129,6 +150,19 @@ func parsePayload(payload string) pgHeard {
 				continue
 			}
 			h.polls = append(h.polls, pgPollNote{u, tag})
+		case 't':
+			us, enc, ok := strings.Cut(item[1:], ":")
+			u, err := strconv.ParseInt(us, 10, 64)
+			if !ok || err != nil {
+				continue
+			}
+			js, err := base64.RawURLEncoding.DecodeString(enc)
+			var e Event
+			if err != nil || json.Unmarshal(js, &e) != nil || e.Seq <= 0 || e.Type != "typing" {
+				continue
+			}
+			e.ephemeral = true
+			h.typing = append(h.typing, pgTypingNote{u, e})
 		}
 	}
 	return h
@@ -264,6 +298,10 @@ func (s *pgStore) heard(payload string) {
 	}
 	for _, p := range h.polls {
 		s.hooks.PollTaken(p.user, p.tag)
+	}
+	for _, t := range h.typing {
+		s.ephemeral.add(t.user, t.e)
+		s.hooks.Woken([]int64{t.user})
 	}
 }
 
