@@ -180,10 +180,12 @@ func TestBrowser_Lighthouse(t *testing.T) {
 		if p, min := b.Categories["performance"], lighthousePerfMin[factor]; p < min {
 			t.Errorf("%s: performance %.2f at best, want ≥ %.2f: %s", name, p, min, strings.Join(b.Failing, "; "))
 		}
-		// Unlike time, layout shift does not depend on the machine's load:
-		// the page alone decides it.
-		if cls := b.Metrics["cumulative-layout-shift"]; cls != 0 {
-			t.Errorf("%s: cumulative layout shift %g, want 0", name, cls)
+		// Layout shift depends far less on the machine's load than time
+		// does, but not at all would be too strict: a font's sub-pixel
+		// settle scores 0.00005. A real shift (an image without a size, a
+		// late banner) is 0.01 and up; Lighthouse calls 0.1 good.
+		if cls := b.Metrics["cumulative-layout-shift"]; cls > 0.001 {
+			t.Errorf("%s: cumulative layout shift %g, want at most 0.001", name, cls)
 		}
 	}
 }
