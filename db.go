@@ -36,13 +36,15 @@ func checkDB(db string) error {
 	return nil
 }
 
-// redactSecret removes db's password from msg, wherever a library put it.
-func redactSecret(msg, db string) string {
+// redactSecret removes db's password from msg, wherever a library put it,
+// and any other secrets given (a password from PGPASSWORD or .pgpass).
+func redactSecret(msg, db string, others ...string) string {
 	u, err := url.Parse(db)
 	if err != nil {
 		return "(details withheld: they could hold the password)"
 	}
-	for _, secret := range []string{func() string { p, _ := u.User.Password(); return p }(), u.Query().Get("password")} {
+	p, _ := u.User.Password()
+	for _, secret := range append([]string{p, u.Query().Get("password")}, others...) {
 		if secret != "" {
 			msg = strings.ReplaceAll(msg, secret, "xxxxx")
 			msg = strings.ReplaceAll(msg, url.QueryEscape(secret), "xxxxx")
@@ -108,18 +110,6 @@ func redactDBURL(db string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
-}
-
-// urlPassword is the password a PostgreSQL URL carries, "" for none.
-func urlPassword(db string) string {
-	u, err := url.Parse(db)
-	if err != nil {
-		return ""
-	}
-	if p, ok := u.User.Password(); ok {
-		return p
-	}
-	return u.Query().Get("password")
 }
 
 func dedupe(ids []int64) []int64 {

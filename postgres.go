@@ -148,7 +148,7 @@ type pgStore struct {
 func openPostgres(url string, maxQueue int, log *slog.Logger, shared bool) (*pgStore, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("invalid PostgreSQL URL %s: %s", redactDBURL(url), scrubPassword(err.Error(), url, ""))
+		return nil, fmt.Errorf("invalid PostgreSQL URL %s: %s", redactDBURL(url), redactSecret(err.Error(), url))
 	}
 	cc := cfg.ConnConfig
 	where := fmt.Sprintf("PostgreSQL at %s, database %q", net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))), cc.Database)
@@ -169,7 +169,7 @@ func openPostgres(url string, maxQueue int, log *slog.Logger, shared bool) (*pgS
 	cfg.HealthCheckPeriod = 10 * time.Second
 	password := cc.Password
 	fail := func(err error) error {
-		return fmt.Errorf("%s: %s", where, scrubPassword(pgErrorText(err), url, password))
+		return fmt.Errorf("%s: %s", where, redactSecret(pgErrorText(err), url, password))
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
@@ -234,18 +234,6 @@ func pgErrorText(err error) string {
 		}
 	}
 	return err.Error()
-}
-
-// scrubPassword removes the password from text, wherever it came from (the
-// URL, PGPASSWORD, .pgpass): drivers quote connection strings in errors.
-func scrubPassword(text, url, password string) string {
-	if password != "" {
-		text = strings.ReplaceAll(text, password, "xxxxx")
-	}
-	if p := urlPassword(url); p != "" {
-		text = strings.ReplaceAll(text, p, "xxxxx")
-	}
-	return text
 }
 
 // migrate creates a fresh database at the latest schema, or runs the steps
